@@ -1,0 +1,1 @@
+"""Experiments: absl-flag scripts that train, evaluate and export ResNet v2."""

@@ -1,0 +1,40 @@
+"""Prints the layer table of ResNet v2 networks, by depth or block spec.
+
+    python -m experiments.describe                       # resnet_v2_50 + a custom spec
+    python -m experiments.describe --depth=101 --num_classes=1001
+    python -m experiments.describe --blocks='16x18/2, 32x18/2, 64x18' --image_size=32
+"""
+
+from absl import app
+from absl import flags
+
+import resnet_v2
+
+_DEPTH = flags.DEFINE_integer('depth', None, 'A registered depth (50, 101, 152, 200).')
+_BLOCKS = flags.DEFINE_string(
+    'blocks', None, "A block spec as text, e.g. '16x2/2, 32x2/2, 64x2' (see "
+    'resnet_v2.parse_blocks).')
+_NUM_CLASSES = flags.DEFINE_integer('num_classes', 1001, 'Logits width; 0 for features.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Input height and width.')
+
+
+def main(argv):
+  del argv
+  specs = []
+  if _DEPTH.value is not None:
+    specs.append(_DEPTH.value)
+  if _BLOCKS.value is not None:
+    specs.append(resnet_v2.parse_blocks(_BLOCKS.value))
+  if not specs:  # The embedded default: a standard depth and a custom spec.
+    specs = [50, resnet_v2.parse_blocks('16x2/2, 32x2/2, 64x2')]
+  for spec in specs:
+    model = resnet_v2.build_model(
+        spec, _NUM_CLASSES.value or None,
+        input_shape=(_IMAGE_SIZE.value, _IMAGE_SIZE.value, 3))
+    if not isinstance(spec, int):
+      print(f'Block spec: {resnet_v2.format_blocks(spec)}')
+    print(resnet_v2.layer_table(model), end='\n\n')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Launchers that start the experiment scripts on several processes or hosts."""

@@ -1,0 +1,48 @@
+"""resnet_v2: tf-slim's pre-activation ResNets on Keras 3 layers.
+
+    import keras
+    import resnet_v2
+
+    inputs = keras.Input((224, 224, 3))
+    with resnet_v2.arg_scope(resnet_v2.resnet_arg_scope()):
+      net, end_points = resnet_v2.resnet_v2_50(inputs, num_classes=1001)
+    model = keras.Model(inputs, net)
+
+or, in one call, `model = resnet_v2.build_model(50, num_classes=1001)`.
+"""
+
+try:
+  import tensorflow  # pylint: disable=unused-import
+except ImportError as e:
+  raise ImportError(
+      "resnet_v2 needs TensorFlow, which is installed with an extra: "
+      "pip install 'resnet-v2[cpu]' (CPU), 'resnet-v2[gpu]' (NVIDIA GPUs) or "
+      "'resnet-v2[tpu]' (Cloud TPU VMs).") from e
+
+from tf_slim.ops.arg_scope import add_arg_scope
+from tf_slim.ops.arg_scope import arg_scope
+
+from resnet_v2.arg_scopes import resnet_arg_scope
+from resnet_v2.block_text import format_blocks
+from resnet_v2.block_text import parse_blocks
+from resnet_v2.checkpoints import load_slim_checkpoint
+from resnet_v2.layers import batch_norm
+from resnet_v2.layers import conv2d
+from resnet_v2.layers import max_pool2d
+from resnet_v2.models import build_model
+from resnet_v2.models import layer_table
+from resnet_v2.nets import blocks_for_depth
+from resnet_v2.nets import register_depth
+from resnet_v2.nets import registered_depths
+from resnet_v2.nets import resnet_v2
+from resnet_v2.nets import resnet_v2_50
+from resnet_v2.nets import resnet_v2_101
+from resnet_v2.nets import resnet_v2_152
+from resnet_v2.nets import resnet_v2_200
+from resnet_v2.nets import resnet_v2_block
+from resnet_v2.resnet_utils import Block
+from resnet_v2.resnet_utils import conv2d_same
+from resnet_v2.resnet_utils import stack_blocks_dense
+from resnet_v2.resnet_utils import subsample
+from resnet_v2.scopes import variable_scope
+from resnet_v2.units import bottleneck

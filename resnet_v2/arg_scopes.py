@@ -1,0 +1,60 @@
+"""The default ResNet arg scope, and how its weight decay maps to Keras.
+
+tf-slim's `l2_regularizer(weight_decay)` adds `weight_decay * sum(w**2) / 2`
+(it is built on `tf.nn.l2_loss`), while Keras's `L2(l2)` adds
+`l2 * sum(w**2)`. `resnet_arg_scope(weight_decay=wd)` therefore attaches
+`keras.regularizers.L2(wd / 2)` to every convolution kernel, so that
+`sum(model.losses)` equals slim's regularization loss for the same weights.
+Biases and BatchNorm parameters are not decayed, as in slim.
+"""
+
+import keras
+from tf_slim.ops.arg_scope import arg_scope
+
+from resnet_v2 import layers
+
+
+def resnet_arg_scope(weight_decay=0.0001,
+                     batch_norm_decay=0.997,
+                     batch_norm_epsilon=1e-5,
+                     batch_norm_scale=True,
+                     activation_fn=keras.ops.relu,
+                     use_batch_norm=True):
+  """Defines the default ResNet arg scope.
+
+  The BatchNorm values suit the reference ResNets of He et al.; when training
+  from scratch they may need tuning. `pool1` uses 'SAME' padding (as
+  fb.resnet.torch) to ease feature alignment for dense prediction; override
+  it with `arg_scope([max_pool2d], padding='VALID')`.
+
+  Args:
+    weight_decay: The slim-style L2 weight decay on convolution kernels (see
+      the module docstring for the Keras equivalence); 0 or None for none.
+    batch_norm_decay: The moving-average decay of BatchNorm statistics.
+    batch_norm_epsilon: Added to the variance in BatchNorm.
+    batch_norm_scale: If True, BatchNorm learns a `gamma` multiplier.
+    activation_fn: The activation after each normalized convolution.
+    use_batch_norm: If False, convolutions get no BatchNorm (but a bias).
+
+  Returns:
+    An arg scope to use with `arg_scope(...)`.
+  """
+  batch_norm_params = {
+      'decay': batch_norm_decay,
+      'epsilon': batch_norm_epsilon,
+      'scale': batch_norm_scale,
+  }
+  regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+  with arg_scope(
+      [layers.conv2d],
+      weights_regularizer=regularizer,
+      # VarianceScaling(2.0, 'fan_in', truncated normal), as slim's
+      # variance_scaling_initializer(); a name, not an instance, so that
+      # every layer draws its own values.
+      weights_initializer='he_normal',
+      activation_fn=activation_fn,
+      normalizer_fn=layers.batch_norm if use_batch_norm else None,
+      normalizer_params=batch_norm_params):
+    with arg_scope([layers.batch_norm], **batch_norm_params):
+      with arg_scope([layers.max_pool2d], padding='SAME') as arg_sc:
+        return arg_sc

@@ -1,0 +1,246 @@
+"""ResNet v2 networks: the generator, the standard depths and their registry.
+
+ResNet-101 for ImageNet classification into 1001 classes:
+
+    inputs = keras.Input((224, 224, 3))
+    with arg_scope(resnet_arg_scope()):
+      net, end_points = resnet_v2_101(inputs, 1001)
+
+ResNet-101 for semantic segmentation into 21 classes, with features at
+output stride 16 (use inputs of size 32k+1, e.g. 513x513, so feature corners
+align with image corners):
+
+    inputs = keras.Input((513, 513, 3))
+    with arg_scope(resnet_arg_scope()):
+      net, end_points = resnet_v2_101(inputs, 21, global_pool=False,
+                                      output_stride=16)
+"""
+
+import keras
+from tf_slim.ops.arg_scope import arg_scope
+
+from resnet_v2 import layers
+from resnet_v2 import resnet_utils
+from resnet_v2 import scopes
+from resnet_v2 import units
+
+# The root block (7x7/2 conv1 and 3x3/2 pool1) reduces resolution by 4.
+ROOT_STRIDE = 4
+
+
+def resnet_v2(inputs,
+              blocks,
+              num_classes=None,
+              is_training=None,
+              global_pool=True,
+              output_stride=None,
+              include_root_block=True,
+              spatial_squeeze=True,
+              scope=None):
+  """Builds a pre-activation ResNet from a list of blocks.
+
+  The root `conv1` (7x7/2, with bias) has no BatchNorm or ReLU because the
+  first unit's `preact` applies them; for the same reason the last unit's
+  output goes through `postnorm` (BatchNorm+ReLU) before pooling (Appendix
+  of He et al. 2016). For classification at 224x224 the last block gives 7x7
+  features at the nominal stride 32. For dense prediction, set
+  `global_pool=False` and usually `output_stride=16`; use inputs of size
+  32k+1 so the output, of size (size - 1) / output_stride + 1, has corners
+  aligned with the input's.
+
+  Args:
+    inputs: A 4-D tensor [batch, height, width, channels], normally a
+      `keras.Input`.
+    blocks: A non-empty list of `Block`s.
+    num_classes: If a positive int, add a 1x1 `logits` convolution with that
+      many outputs (float32 under mixed precision); if 0 or None, return the
+      features before it.
+    is_training: True or False fixes BatchNorm's mode; None (the default)
+      follows the Keras `training` argument of the model call.
+    global_pool: If True, average over the spatial dimensions ('pool5').
+    output_stride: None for the nominal stride, else the ratio of input to
+      output resolution (a multiple of 4 with the root block).
+    include_root_block: If True, start with `conv1` and `pool1`; if False,
+      `inputs` should be the output of an activation-less convolution.
+    spatial_squeeze: If True, logits are [batch, num_classes], not
+      [batch, 1, 1, num_classes].
+    scope: The network's scope name; defaults to 'resnet_v2'.
+
+  Returns:
+    net: The logits if `num_classes`, else the (pooled) features.
+    end_points: A dict from slim scope paths to tensors: every conv, unit and
+      block output, plus 'global_pool', '<scope>/logits',
+      '<scope>/spatial_squeeze' and 'predictions' when they exist.
+
+  Raises:
+    ValueError: If the input is not 4-D, the blocks are malformed, or
+      `output_stride` is invalid or cannot be reached.
+  """
+  if len(inputs.shape) != 4:
+    raise ValueError('resnet_v2 expects a 4-D input [batch, height, width, '
+                     f'channels], got shape {tuple(inputs.shape)}.')
+  blocks = resnet_utils.check_blocks(blocks)
+  root_stride = ROOT_STRIDE if include_root_block else 1
+  blocks_output_stride = None
+  if output_stride is not None:
+    resnet_utils.check_positive_int(output_stride, 'resnet_v2', 'output_stride')
+    if output_stride % root_stride:
+      raise ValueError(
+          f'output_stride must be a multiple of {root_stride} when the root '
+          f'block is included (conv1 and pool1 stride by 4), got '
+          f'{output_stride}.')
+    reachable = resnet_utils.reachable_output_strides(blocks, root_stride)
+    if output_stride not in reachable:
+      raise ValueError(
+          f'The target output_stride {output_stride} cannot be reached by '
+          f'these blocks; reachable values are {reachable}.')
+    blocks_output_stride = output_stride // root_stride
+
+  end_points = {}
+  with scopes.variable_scope(scope or 'resnet_v2') as sc:
+    with arg_scope([layers.conv2d, units.bottleneck,
+                    resnet_utils.stack_blocks_dense],
+                   outputs_collections=end_points), \
+         arg_scope([layers.batch_norm], is_training=is_training):
+      net = inputs
+      if include_root_block:
+        with arg_scope([layers.conv2d], activation_fn=None, normalizer_fn=None):
+          net = resnet_utils.conv2d_same(net, 64, 7, stride=2, scope='conv1')
+        net = layers.max_pool2d(net, [3, 3], stride=2, scope='pool1')
+      net = resnet_utils.stack_blocks_dense(net, blocks, blocks_output_stride)
+      net = layers.batch_norm(net, activation_fn=keras.ops.relu,
+                              scope='postnorm')
+      if global_pool:
+        net = keras.ops.mean(net, axis=[1, 2], keepdims=True)
+        end_points['global_pool'] = net
+      if num_classes:
+        net = layers.conv2d(net, num_classes, [1, 1], activation_fn=None,
+                            normalizer_fn=None, dtype='float32',
+                            scope='logits')
+        if spatial_squeeze:
+          net = keras.ops.squeeze(net, axis=[1, 2])
+          end_points[sc + '/spatial_squeeze'] = net
+        end_points['predictions'] = keras.ops.softmax(net)
+  return net, end_points
+
+
+resnet_v2.default_image_size = 224
+
+
+def resnet_v2_block(scope, base_depth, num_units, stride):
+  """Returns a block of bottleneck units of output depth 4 * base_depth.
+
+  Args:
+    scope: The block's scope name.
+    base_depth: The bottleneck depth of each unit.
+    num_units: The number of units.
+    stride: The block's stride, carried by its LAST unit.
+
+  Returns:
+    A `Block`.
+  """
+  base_depth = resnet_utils.check_positive_int(
+      base_depth, f'Block {scope!r}', 'base_depth')
+  num_units = resnet_utils.check_positive_int(
+      num_units, f'Block {scope!r}', 'num_units')
+  unit = {'depth': base_depth * 4, 'depth_bottleneck': base_depth, 'stride': 1}
+  return resnet_utils.Block(
+      scope, units.bottleneck,
+      [unit] * (num_units - 1) + [dict(unit, stride=stride)])
+
+
+# depth -> ((base_depth, num_units, stride) per block).
+_DEPTHS = {}
+
+
+def register_depth(depth, num_units, base_depths=(64, 128, 256, 512),
+                   strides=(2, 2, 2, 1)):
+  """Registers a depth so `blocks_for_depth` and the flags know it.
+
+  Args:
+    depth: The name of the variant, e.g. 26 for resnet_v2_26.
+    num_units: Units per block, e.g. (2, 2, 2, 2).
+    base_depths: Bottleneck depth per block.
+    strides: Stride of each block's last unit.
+
+  Raises:
+    ValueError: If the three sequences differ in length or hold non-positive
+      values.
+  """
+  spec = tuple(zip(base_depths, num_units, strides))
+  if not spec or not len(num_units) == len(base_depths) == len(strides):
+    raise ValueError(
+        f'register_depth({depth}): num_units {num_units}, base_depths '
+        f'{base_depths} and strides {strides} must have one entry per block.')
+  # Building the blocks checks every value and names a bad one.
+  resnet_utils.check_blocks(
+      [resnet_v2_block(f'block{i + 1}', *block) for i, block in enumerate(spec)])
+  _DEPTHS[depth] = spec
+
+
+def registered_depths():
+  """Returns the registered depths, sorted."""
+  return sorted(_DEPTHS)
+
+
+def blocks_for_depth(depth):
+  """Returns the blocks of a registered depth.
+
+  Args:
+    depth: A registered depth, e.g. 50.
+
+  Returns:
+    A list of `Block`s named 'block1', 'block2', ...
+
+  Raises:
+    ValueError: If the depth is not registered.
+  """
+  if depth not in _DEPTHS:
+    raise ValueError(
+        f'Unknown ResNet v2 depth {depth!r}; known depths are '
+        f'{registered_depths()}. Register one with '
+        'resnet_v2.register_depth(depth, num_units) or pass a block list.')
+  return [resnet_v2_block(f'block{i + 1}', *block)
+          for i, block in enumerate(_DEPTHS[depth])]
+
+
+register_depth(50, (3, 4, 6, 3))
+register_depth(101, (3, 4, 23, 3))
+register_depth(152, (3, 8, 36, 3))
+register_depth(200, (3, 24, 36, 3))
+
+
+def resnet_v2_50(inputs, num_classes=None, is_training=None, global_pool=True,
+                 output_stride=None, spatial_squeeze=True,
+                 scope='resnet_v2_50'):
+  """ResNet-50 v2. See `resnet_v2` for the arguments and return values."""
+  return resnet_v2(inputs, blocks_for_depth(50), num_classes, is_training,
+                   global_pool, output_stride, True, spatial_squeeze, scope)
+
+
+def resnet_v2_101(inputs, num_classes=None, is_training=None, global_pool=True,
+                  output_stride=None, spatial_squeeze=True,
+                  scope='resnet_v2_101'):
+  """ResNet-101 v2. See `resnet_v2` for the arguments and return values."""
+  return resnet_v2(inputs, blocks_for_depth(101), num_classes, is_training,
+                   global_pool, output_stride, True, spatial_squeeze, scope)
+
+
+def resnet_v2_152(inputs, num_classes=None, is_training=None, global_pool=True,
+                  output_stride=None, spatial_squeeze=True,
+                  scope='resnet_v2_152'):
+  """ResNet-152 v2. See `resnet_v2` for the arguments and return values."""
+  return resnet_v2(inputs, blocks_for_depth(152), num_classes, is_training,
+                   global_pool, output_stride, True, spatial_squeeze, scope)
+
+
+def resnet_v2_200(inputs, num_classes=None, is_training=None, global_pool=True,
+                  output_stride=None, spatial_squeeze=True,
+                  scope='resnet_v2_200'):
+  """ResNet-200 v2. See `resnet_v2` for the arguments and return values."""
+  return resnet_v2(inputs, blocks_for_depth(200), num_classes, is_training,
+                   global_pool, output_stride, True, spatial_squeeze, scope)
+
+
+for _net in (resnet_v2_50, resnet_v2_101, resnet_v2_152, resnet_v2_200):
+  _net.default_image_size = resnet_v2.default_image_size

@@ -1,0 +1,229 @@
+"""Block specs and the helpers that stack them into a ResNet.
+
+As in tf-slim's `resnet_utils`, a network body is data: a list of `Block`s,
+each a scope name, a unit function and one argument set per unit. Unlike the
+original implementation of He et al., slim (and we) subsample in the LAST unit
+of a block instead of the first unit of the next; the two give identical
+results, and this one is more memory efficient.
+"""
+
+import collections
+import numbers
+
+import keras
+from tf_slim.ops.arg_scope import add_arg_scope
+
+from resnet_v2 import layers
+from resnet_v2 import scopes
+
+UNIT_KEYS = ('depth', 'depth_bottleneck', 'stride')
+UNIT_FORMS = ("a unit is a tuple (depth, depth_bottleneck, stride) or a dict "
+              "{'depth': .., 'depth_bottleneck': .., 'stride': ..}")
+
+
+class Block(collections.namedtuple('Block', ['scope', 'unit_fn', 'args'])):
+  """A named tuple describing a ResNet block.
+
+  Its parts are:
+    scope: The block's scope name, e.g. 'block1'.
+    unit_fn: The unit function (e.g. `bottleneck`); it is called as
+      `unit_fn(net, rate=.., **unit)` for each unit.
+    args: One entry per unit: a tuple (depth, depth_bottleneck, stride), the
+      classic slim form, or a dict with those keys, the newer form.
+  """
+
+  @property
+  def name(self):
+    """The block's scope name (an alias of `scope`)."""
+    return self.scope
+
+
+def check_positive_int(value, where, key):
+  """Returns `value` as an int, or raises ValueError naming `where` and `key`."""
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+      or value <= 0):
+    raise ValueError(f'{where}: {key} must be a positive integer, got {value!r}.')
+  return int(value)
+
+
+def _unit_kwargs(unit, where):
+  """Returns a unit's arguments as a dict, checking the ones we know."""
+  if isinstance(unit, (tuple, list)):
+    if len(unit) != 3:
+      raise ValueError(f'{where}: expected 3 values (depth, depth_bottleneck, '
+                       f'stride), got {len(unit)}: {unit!r}; {UNIT_FORMS}.')
+    unit = dict(zip(UNIT_KEYS, unit))
+  elif isinstance(unit, dict):
+    if 'depth' not in unit:
+      raise ValueError(f"{where}: missing 'depth' in {unit!r}; {UNIT_FORMS}.")
+    unit = dict(unit)
+  else:
+    raise ValueError(f'{where}: got {unit!r}; {UNIT_FORMS}.')
+  for key in UNIT_KEYS:
+    if key in unit:
+      unit[key] = check_positive_int(unit[key], where, key)
+  return unit
+
+
+def check_blocks(blocks):
+  """Validates a block list and returns it with every unit as a dict.
+
+  Args:
+    blocks: A non-empty list of `Block`s.
+
+  Returns:
+    A list of `Block`s whose `args` are lists of dicts.
+
+  Raises:
+    ValueError: Naming the offending block and unit, if the list is empty, a
+      block is not a `Block`, names repeat, or a unit is malformed.
+  """
+  if not isinstance(blocks, (list, tuple)) or not blocks:
+    raise ValueError('blocks must be a non-empty list of Block(scope, unit_fn, '
+                     f'args), got {blocks!r}.')
+  checked, seen = [], set()
+  for index, block in enumerate(blocks):
+    if not isinstance(block, tuple) or len(block) != 3:
+      raise ValueError(f'blocks[{index}] must be a Block(scope, unit_fn, args), '
+                       f'got {block!r}.')
+    scope, unit_fn, args = block
+    if not isinstance(scope, str) or not scope or '/' in scope:
+      raise ValueError(f'blocks[{index}]: the scope must be a non-empty name '
+                       f'without "/", got {scope!r}.')
+    if scope in seen:
+      raise ValueError(f'Block {scope!r} appears twice; block names must be '
+                       'unique.')
+    seen.add(scope)
+    if not callable(unit_fn):
+      raise ValueError(f'Block {scope!r}: unit_fn must be callable, got '
+                       f'{unit_fn!r}.')
+    if not isinstance(args, (list, tuple)) or not args:
+      raise ValueError(f'Block {scope!r}: args must be a non-empty list of '
+                       f'units; {UNIT_FORMS}. Got {args!r}.')
+    units = [_unit_kwargs(unit, f'Block {scope!r} unit_{i + 1}')
+             for i, unit in enumerate(args)]
+    checked.append(Block(scope, unit_fn, units))
+  return checked
+
+
+def reachable_output_strides(blocks, root_stride=1):
+  """Returns the output strides `stack_blocks_dense` can stop at.
+
+  Args:
+    blocks: A list of `Block`s (checked with `check_blocks`).
+    root_stride: The stride of whatever runs before the blocks.
+
+  Returns:
+    The sorted distinct running strides, starting with `root_stride`.
+  """
+  strides, current = {root_stride}, root_stride
+  for block in check_blocks(blocks):
+    for unit in block.args:
+      current *= unit.get('stride', 1)
+      strides.add(current)
+  return sorted(strides)
+
+
+def subsample(inputs, factor, scope=None):
+  """Subsamples the input along the spatial dimensions.
+
+  Args:
+    inputs: A tensor of size [batch, height_in, width_in, channels].
+    factor: The subsampling factor.
+    scope: Optional scope name.
+
+  Returns:
+    The input, intact if factor == 1, else a 1x1 max pool with stride factor.
+  """
+  if factor == 1:
+    return inputs
+  return layers.max_pool2d(inputs, [1, 1], stride=factor, scope=scope)
+
+
+def conv2d_same(inputs, num_outputs, kernel_size, stride, rate=1, scope=None):
+  """Strided 2-D convolution with 'SAME' padding that ignores input parity.
+
+  With stride 1 this is a plain 'SAME' convolution. With stride > 1 it pads
+  explicitly and symmetrically by (effective kernel - 1) / 2, then convolves
+  with 'VALID' padding. A 'SAME' strided convolution would instead pad only
+  at the bottom/right when the input size is even, shifting the sampling
+  grid; with this function
+
+     net = conv2d_same(inputs, num_outputs, 3, stride=stride)
+
+  equals a stride-1 'SAME' convolution followed by `subsample(net, stride)`
+  for any input size.
+
+  Args:
+    inputs: A 4-D tensor [batch, height_in, width_in, channels].
+    num_outputs: The number of filters.
+    kernel_size: An int, the kernel size.
+    stride: An int, the output stride.
+    rate: An int, the atrous rate.
+    scope: The scope name.
+
+  Returns:
+    A 4-D tensor [batch, height_out, width_out, num_outputs].
+  """
+  if stride == 1:
+    return layers.conv2d(inputs, num_outputs, kernel_size, stride=1, rate=rate,
+                         padding='SAME', scope=scope)
+  kernel_size_effective = kernel_size + (kernel_size - 1) * (rate - 1)
+  pad_total = kernel_size_effective - 1
+  pad_beg = pad_total // 2
+  pad_end = pad_total - pad_beg
+  inputs = keras.ops.pad(
+      inputs, [[0, 0], [pad_beg, pad_end], [pad_beg, pad_end], [0, 0]])
+  return layers.conv2d(inputs, num_outputs, kernel_size, stride=stride,
+                       rate=rate, padding='VALID', scope=scope)
+
+
+@add_arg_scope
+def stack_blocks_dense(net, blocks, output_stride=None,
+                       outputs_collections=None):
+  """Stacks ResNet `Block`s and controls the output feature density.
+
+  Units get the scopes 'block_name/unit_1', 'block_name/unit_2', ...
+
+  `output_stride` is the ratio of input to output spatial resolution. Once
+  the running stride reaches it, every later unit runs with stride 1 and its
+  stride multiplies the atrous rate of the units after it instead, so the
+  features stay dense but see the same context (DeepLab,
+  arXiv:1606.00915). A valid `output_stride` is a product of unit strides
+  from the start: for unit strides 1, 2, 1, 3, 4, 1 it is 1, 2, 6 or 24.
+
+  Args:
+    net: A 4-D tensor [batch, height, width, channels].
+    blocks: A non-empty list of `Block`s.
+    output_stride: None for the nominal stride, else the target stride.
+    outputs_collections: End-point dict(s) for every block's output.
+
+  Returns:
+    The output tensor, at stride `output_stride` if given.
+
+  Raises:
+    ValueError: If `blocks` is malformed or `output_stride` cannot be reached.
+  """
+  blocks = check_blocks(blocks)
+  if output_stride is not None:
+    reachable = reachable_output_strides(blocks)
+    if output_stride not in reachable:
+      raise ValueError(
+          f'The target output_stride {output_stride} cannot be reached by '
+          f'these blocks; reachable values are {reachable}.')
+  # The running stride of the activations, and the atrous rate used once it
+  # has reached output_stride.
+  current_stride = 1
+  rate = 1
+  for block in blocks:
+    with scopes.variable_scope(block.scope) as block_path:
+      for i, unit in enumerate(block.args):
+        with scopes.variable_scope(f'unit_{i + 1}'):
+          if output_stride is not None and current_stride == output_stride:
+            net = block.unit_fn(net, rate=rate, **dict(unit, stride=1))
+            rate *= unit.get('stride', 1)
+          else:
+            net = block.unit_fn(net, rate=1, **unit)
+            current_stride *= unit.get('stride', 1)
+    net = scopes.collect_named_outputs(outputs_collections, block_path, net)
+  return net
