@@ -36,6 +36,7 @@ setuptools.setup(
         # only for Python < 3.9 (tensorflow/datasets#11212).
         'importlib_resources>=5',
         'numpy>=1.26',
+        'tensorboard>=2.16',  # tf.summary needs it; TF 2.21 no longer pulls it in
         'pillow>=10',
         'scikit-learn>=1.3',  # its 8x8 digits are the embedded default data set
     ],

@@ -62,6 +62,7 @@ def batch_norm(inputs,
                activation_fn=None,
                is_training=None,
                trainable=True,
+               synchronized=False,
                outputs_collections=None,
                scope=None):
   """Batch normalization over the last axis, as slim's `batch_norm`.
@@ -77,6 +78,8 @@ def batch_norm(inputs,
       ones, False to use the moving statistics, None to follow the Keras
       `training` argument.
     trainable: Whether `gamma` and `beta` are trained.
+    synchronized: If True, training statistics are computed over the global
+      batch of all replicas of a `tf.distribute` strategy, not per replica.
     outputs_collections: End-point dict(s) to record the output in.
     scope: The scope name; defaults to 'BatchNorm'.
 
@@ -86,7 +89,7 @@ def batch_norm(inputs,
   scope = scope or 'BatchNorm'
   layer = BatchNorm(
       is_training=is_training, momentum=decay, epsilon=epsilon, center=center,
-      scale=scale, trainable=trainable, name=scope)
+      scale=scale, trainable=trainable, synchronized=synchronized, name=scope)
   outputs = scopes.call_layer(layer, inputs)
   if activation_fn is not None:
     outputs = activation_fn(outputs)

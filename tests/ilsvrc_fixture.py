@@ -8,8 +8,8 @@
 
 Every image is a real Pillow-encoded JPEG. A class is drawn as two colours in
 a stripe or checker pattern fixed by its synset, plus per-image noise and
-phase, so a classifier could learn the classes. `prepare_imagenet2012` runs
-the real builder on the directory. Checked against tensorflow-datasets 4.9.10
+phase, so a classifier could learn the classes. `experiments.datasets`
+prepares the real builder from such a directory. Checked against tensorflow-datasets 4.9.10
 and TF 2.21 on CPU:
 
 1. Validation labels. The builder opens the val tar, sorts its member names
@@ -26,14 +26,13 @@ and TF 2.21 on CPU:
    logs a warning and leaves the test split out. The code does the same for
    a missing train or val tar, as long as one of them is there.
 
-2. Preparing and loading (see `prepare_imagenet2012`). The call is
+2. Preparing and loading (done by `experiments.datasets`). The call is
    `tfds.builder('imagenet2012', data_dir=d).download_and_prepare(
    download_config=tfds.download.DownloadConfig(manual_dir=m))`. TFDS 4.9.10
    has a bug here (tensorflow/datasets#11212): it declares
    `importlib_resources` only for Python < 3.9 but uses it anyway, so without
    that package this call raises "ModuleNotFoundError: No module named
-   'importlib_resources'". `prepare_imagenet2012` works around it.
-   `pip install importlib_resources` also fixes it. For the default fixture
+   'importlib_resources'". setup.py therefore requires importlib_resources. For the default fixture
    (12 train + 6 val images) preparing takes about 0.5 s, after 7-20 s of
    importing TF and TFDS on this 2-core machine. Writing the fixture takes
    0.2 s or less. Then `builder.as_dataset(split='train')` (or 'validation')
@@ -71,11 +70,9 @@ and TF 2.21 on CPU:
    INVALID_ARGUMENT". TF_CPP_MIN_LOG_LEVEL=3 hides the C++ lines.
 """
 
-import importlib.resources.abc  # Makes `importlib.resources.abc` an attribute.
 import importlib.util
 import io
 import os
-import sys
 import tarfile
 import zlib
 
@@ -263,42 +260,3 @@ def write_ilsvrc_manual_dir(manual_dir,
                             for n, s in zip(val_files, val_synsets)},
       'corrupt_train_files': corrupt,
   }
-
-
-def _alias_importlib_resources():
-  """Works around tensorflow/datasets#11212: no `importlib_resources`.
-
-  TFDS 4.9.10 requires the `importlib_resources` backport only on Python < 3.9,
-  yet `DatasetBuilder.code_path` uses `importlib_resources.abc.Traversable`,
-  so `download_and_prepare` raises ModuleNotFoundError without it. The
-  standard library's `importlib.resources` has the same `abc.Traversable`.
-  Installing `importlib_resources` in the environment makes this a no-op.
-  """
-  if importlib.util.find_spec('importlib_resources') is None:
-    sys.modules.setdefault('importlib_resources', importlib.resources)
-
-
-def prepare_imagenet2012(manual_dir, data_dir):
-  """Prepares TFDS's real imagenet2012 from `manual_dir`, with no network.
-
-  Args:
-    manual_dir: A directory written by `write_ilsvrc_manual_dir`.
-    data_dir: Where TFDS writes the prepared dataset.
-
-  Returns:
-    The prepared `tfds.core.DatasetBuilder`. Call `as_dataset(split=...)` on
-    it.
-
-  Raises:
-    AssertionError: If `manual_dir` has neither a train nor a val tar (raised
-      by TFDS).
-  """
-  # Imported here so that writing the fixture does not load TensorFlow.
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  _alias_importlib_resources()
-  builder = tfds.builder('imagenet2012', data_dir=os.fspath(data_dir))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-          manual_dir=os.fspath(manual_dir), try_download_gcs=False))
-  return builder

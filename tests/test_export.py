@@ -1,0 +1,80 @@
+"""The SavedModel serves float pixels and encoded images, like the model."""
+
+import io
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+import resnet_v2
+from experiments import export
+from experiments import networks
+from experiments import preprocessing
+
+SIZE = 16
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+  model = networks.build(resnet_v2.parse_blocks('4x1/2, 8x1'), 5, SIZE,
+                         stem='cifar', scope='resnet_v2')
+  # Non-trivial BatchNorm statistics, so inference mode matters.
+  for weight in model.weights:
+    if 'moving' in weight.path:
+      weight.assign(np.random.default_rng(0).uniform(0.5, 1.5, weight.shape))
+  path = str(tmp_path_factory.mktemp('export') / 'model')
+  export.export_saved_model(model, path, SIZE, 'pad_crop', top_k=3)
+  return model, tf.saved_model.load(path), path
+
+
+def _png(array):
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def test_float_signature_matches_in_memory_model(exported):
+  model, loaded, _ = exported
+  pixels = np.random.default_rng(1).uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
+  out = loaded.signatures['serve_images'](images=tf.constant(pixels))
+  expected = tf.nn.softmax(model(preprocessing.normalize(pixels), training=False))
+  np.testing.assert_allclose(out['probabilities'], expected, atol=1e-6)
+  assert out['classes'].shape == (3, 3) and out['classes'].dtype == tf.int32
+  np.testing.assert_array_equal(out['classes'][:, 0], np.argmax(expected, -1))
+  np.testing.assert_allclose(out['scores'][:, 0], np.max(expected, -1), atol=1e-6)
+
+
+def test_encoded_signature_decodes_like_evaluation(exported):
+  model, loaded, _ = exported
+  images = np.random.default_rng(2).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+  out = loaded.signatures['serving_default'](
+      image_bytes=tf.constant([_png(image) for image in images]))
+  expected = tf.nn.softmax(model(preprocessing.normalize(images.astype(np.float32)),
+                                 training=False))
+  np.testing.assert_allclose(out['probabilities'], expected, atol=1e-5)
+
+
+def test_wrong_shape_is_a_clear_error(exported):
+  _, loaded, _ = exported
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=rf'serve_images expects float32 pixels \[batch, {SIZE}, {SIZE}, 3\]'):
+    loaded.signatures['serve_images'](images=tf.zeros([1, SIZE + 1, SIZE, 3]))
+
+
+def test_undecodable_bytes_are_a_clear_error(exported):
+  _, loaded, _ = exported
+  good = _png(np.zeros((SIZE, SIZE, 3), np.uint8))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r'expects JPEG or PNG file bytes(.|\n)*\[1 2\]'):
+    loaded.signatures['serving_default'](
+        image_bytes=tf.constant([good, b'not an image', b'GIF89a...']))
+
+
+def test_export_replaces_atomically(exported, tmp_path):
+  model, _, _ = exported
+  path = str(tmp_path / 'model')
+  export.export_saved_model(model, path, SIZE, 'pad_crop')
+  export.export_saved_model(model, path, SIZE, 'pad_crop')  # over an old one
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['model']
+  assert tf.saved_model.load(path).signatures['serving_default'] is not None

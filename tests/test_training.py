@@ -1,0 +1,167 @@
+"""Training runs, stops, resumes and fails the way a researcher needs."""
+
+import json
+import math
+import os
+import re
+import signal
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from experiments import datasets
+from experiments import schedules
+from experiments import train
+from experiments.config import Config
+from experiments.config import ConfigError
+from tests import run_cli
+
+TINY = dict(dataset='digits', blocks='4x1/2, 8x1', stem='cifar', batch_size=32,
+            lr_reference_batch=32, warmup_epochs=0, steps_per_loop=5,
+            log_every=5, checkpoint_every=10, seed=1)
+
+
+def _checkpointed(model_dir):
+  """{name: value} of every variable (weights, BN statistics, optimizer
+  slots and step) in the latest checkpoint."""
+  reader = tf.train.load_checkpoint(model_dir)
+  return {name: reader.get_tensor(name)
+          for name in reader.get_variable_to_shape_map()
+          if name not in ('_CHECKPOINTABLE_OBJECT_GRAPH', 'save_counter/.ATTRIBUTES/VARIABLE_VALUE')}
+
+
+def _flags(model_dir, **overrides):
+  values = dict(TINY, model_dir=model_dir, **overrides)
+  return [f'--{k}={v}' for k, v in values.items()]
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+  config = Config(**TINY, model_dir=str(tmp_path), train_steps=30, fail_at_step=17)
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r'The loss became nan at step 17(.|\n)*ckpt-10'):
+    train.run(config)
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith('ckpt-10')
+  assert not os.path.exists(tmp_path / 'export')
+
+
+def test_eval_and_export_need_a_checkpoint(tmp_path):
+  with pytest.raises(ConfigError, match='--mode=eval needs a checkpoint'):
+    train.run(Config(**TINY, model_dir=str(tmp_path), mode='eval'))
+
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(depth=50), 'exactly one of --depth and --blocks'),
+    (dict(mode='fit'), "--mode='fit'; choose one of train, eval"),
+    (dict(strategy='tpu'), '--strategy=tpu needs --tpu'),
+    (dict(batch_size=0), '--batch_size must be at least 1'),
+    (dict(train_steps=5, train_epochs=1.0), 'at most one of --train_steps'),
+])
+def test_bad_configs(changes, message):
+  with pytest.raises(ConfigError, match=message):
+    Config(**dict(TINY, **changes)).check()
+
+
+def test_missing_imagenet_says_where_and_how(tmp_path):
+  with pytest.raises(datasets.DataError) as error:
+    datasets.load_source('imagenet2012', data_dir=str(tmp_path))
+  message = str(error.value)
+  for part in (str(tmp_path), 'ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar',
+               'downloads/manual', '--manual_dir', '--dataset=synthetic'):
+    assert part in message
+  result = run_cli.run('experiments.imagenet', f'--data_dir={tmp_path}',
+                       f'--model_dir={tmp_path / "run"}', check=False)
+  assert result.returncode == 1 and 'Traceback' not in result.stdout
+  assert 'error: Dataset \'imagenet2012\' is not prepared' in result.stdout
+
+
+def test_learning_rate_schedules():
+  cosine = schedules.WarmupDecay(0.4, 100, warmup_steps=10)
+  assert float(cosine(0)) == pytest.approx(0.04)
+  assert float(cosine(9)) == pytest.approx(0.4)
+  assert float(cosine(55)) == pytest.approx(0.2)
+  assert float(cosine(100)) == pytest.approx(0.0, abs=1e-7)
+  step = schedules.WarmupDecay(0.1, 64000, warmup_steps=400, decay='step',
+                               boundaries=[32000, 48000], warmup_lr=0.01)
+  assert [round(float(step(s)), 6) for s in (0, 399, 400, 31999, 32000, 48000)] == [
+      0.01, 0.01, 0.1, 0.1, 0.01, 0.001]
+
+
+def test_embedded_default_reaches_its_accuracy_bar(tmp_path):
+  """The README's main job: digits to >= 97% held out, exported and reloaded."""
+  result = run_cli.run('experiments.digits', f'--model_dir={tmp_path}')
+  top1 = float(re.search(r'eval at step \d+: top-1 ([\d.]+)%', result.stdout).group(1))
+  assert top1 >= 97.0, result.stdout[-3000:]
+  assert 'The reloaded SavedModel got' in result.stdout
+  assert len(re.findall(r'SavedModel: digit \d classified as \d', result.stdout)) == 8
+  records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  assert {r['split'] for r in records} == {'train', 'eval'}
+  assert os.listdir(tmp_path / 'train') and os.listdir(tmp_path / 'eval')  # TensorBoard
+  run_cli.run('experiments.plot_metrics', f'--model_dir={tmp_path}')
+  assert os.path.getsize(tmp_path / 'metrics.png') > 10_000
+
+
+def _wait_for(process, pattern, timeout=180):
+  """Reads the process's output until a line matches; returns all lines read."""
+  lines, deadline = [], time.time() + timeout
+  for line in process.stdout:
+    lines.append(line)
+    if re.search(pattern, line):
+      return lines
+    assert time.time() < deadline, ''.join(lines[-50:])
+  raise AssertionError(f'{pattern!r} never appeared:\n' + ''.join(lines[-50:]))
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
+  """SIGKILL loses only the steps since the last checkpoint; SIGTERM saves and
+  exits cleanly; with --deterministic the resumed run ends bit-identical."""
+  steps = dict(train_steps=60, deterministic=True, mode='train')
+  run_cli.run('experiments.digits', '--show=0', *_flags(tmp_path / 'whole', **steps))
+
+  interrupted = tmp_path / 'interrupted'
+  flags = ['--show=0', *_flags(interrupted, **steps)]
+  process = run_cli.start('experiments.digits', *flags)
+  _wait_for(process, r'step 15/60')  # checkpoint 10 is complete by then
+  process.kill()
+  process.wait()
+  assert tf.train.latest_checkpoint(str(interrupted)).endswith(('ckpt-10', 'ckpt-20'))
+
+  process = run_cli.start('experiments.digits', *flags)
+  lines = _wait_for(process, r'step 35/60')
+  assert any(re.search(r'Resumed from .*ckpt-(10|20) at step (10|20)', l) for l in lines)
+  process.send_signal(signal.SIGTERM)
+  output = ''.join(lines) + process.communicate(timeout=120)[0]
+  assert process.returncode == 0, output[-3000:]
+  preempted = int(re.search(r'Preempted at step (\d+)', output).group(1))
+  assert 35 <= preempted < 60 and 'Traceback' not in output
+  assert tf.train.latest_checkpoint(str(interrupted)).endswith(f'ckpt-{preempted}')
+
+  output = run_cli.run('experiments.digits', *flags).stdout
+  assert f'at step {preempted}.' in output and 'step 60/60' in output
+  whole, resumed = _checkpointed(tmp_path / 'whole'), _checkpointed(interrupted)
+  assert whole.keys() == resumed.keys() and len(whole) > 60
+  for name in whole:
+    np.testing.assert_array_equal(whole[name], resumed[name], err_msg=name)
+
+
+def _losses(model_dir):
+  return [r['loss'] for r in map(json.loads, open(model_dir / 'metrics.jsonl'))
+          if r['split'] == 'train']
+
+
+def test_mirrored_on_two_devices_matches_one_device(tmp_path):
+  """Same global batch, BatchNorm synced over replicas: the same trajectory.
+
+  Tolerance: 1e-4 relative per logged loss over 30 steps (sums over two
+  replicas are added in another order; measured differences are ~1e-6).
+  """
+  common = dict(train_steps=30, log_every=2, steps_per_loop=2, mode='train',
+                sync_batch_norm=True, deterministic=True)
+  run_cli.run('experiments.digits', '--show=0', *_flags(tmp_path / 'one', **common))
+  run_cli.run('experiments.digits', '--show=0', *_flags(
+      tmp_path / 'two', strategy='mirrored', cpu_devices=2, **common))
+  one, two = _losses(tmp_path / 'one'), _losses(tmp_path / 'two')
+  assert len(one) == len(two) == 15
+  np.testing.assert_allclose(two, one, rtol=1e-4)
+  assert one[-1] < one[0]
