@@ -48,9 +48,14 @@ _HELP = {
     'tpu': "The TPU name or address for --strategy=tpu ('local' on a TPU VM).",
     'num_gpus': 'GPUs for --strategy=mirrored (0: all).',
     'cpu_devices': 'Split the CPU into this many logical devices (tests distribution on one host).',
+    'input_per_replica': ('One input pipeline per replica instead of per worker: '
+                          'the same example-to-replica assignment as that many '
+                          'single-replica workers (to compare runs).'),
     'precision': 'float32, mixed_bfloat16, or mixed_float16 (with loss scaling).',
     'jit_compile': 'Compile the forward and backward pass with XLA.',
     'collective_timeout': 'Seconds before a multi-worker collective gives up (0: never).',
+    'startup_timeout': ('Seconds for all workers of a multi-worker cluster to '
+                        'connect before this one exits with an error (0: wait forever).'),
     'base_lr': 'Learning rate per --lr_reference_batch images; scaled linearly with --batch_size.',
     'lr_reference_batch': 'The batch size at which the learning rate is --base_lr.',
     'lr_decay': 'cosine (to 0 at the end), step (x0.1 at each boundary) or constant.',

@@ -42,9 +42,11 @@ class Config:
   tpu: Optional[str] = None
   num_gpus: int = 0
   cpu_devices: int = 1
+  input_per_replica: bool = False
   precision: str = 'float32'
   jit_compile: bool = False
-  collective_timeout: float = 120.0
+  collective_timeout: float = 600.0
+  startup_timeout: float = 300.0
   # Optimization.
   base_lr: float = 0.1
   lr_reference_batch: int = 256

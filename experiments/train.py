@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import signal
+import tempfile
 import time
 
 from absl import logging
@@ -28,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 import resnet_v2
+from experiments import cluster
 from experiments import datasets
 from experiments import export
 from experiments import input_pipeline
@@ -97,13 +99,14 @@ def _write_dir(model_dir, strategy):
   """model_dir for the chief; a private scratch directory for other workers.
 
   MultiWorkerMirroredStrategy needs every worker to take part in saving, but
-  only the chief's files may land in model_dir.
+  only the chief's files may land in model_dir; the others save to a local
+  temporary directory that `run` deletes at the end.
   """
   if is_chief(strategy):
     return model_dir
   resolver = strategy.cluster_resolver
-  return os.path.join(model_dir, '.workers',
-                      f'{resolver.task_type}_{resolver.task_id}')
+  return tempfile.mkdtemp(
+      prefix=f'resnet_v2-{resolver.task_type}_{resolver.task_id}-')
 
 
 # --- Model and optimizer --------------------------------------------------
@@ -305,10 +308,19 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
+def _input_options(config):
+  if not config.input_per_replica:
+    return None
+  return tf.distribute.InputOptions(
+      experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA,
+      experimental_place_dataset_on_device=False)
+
+
 def evaluate(config, strategy, model, source, image_size):
   """Evaluates on the whole eval split; returns {'loss', 'top1', 'top5', ...}."""
   dataset = strategy.distribute_datasets_from_function(
-      input_pipeline.eval_dataset_fn(source, image_size, config.batch_size))
+      input_pipeline.eval_dataset_fn(source, image_size, config.batch_size),
+      _input_options(config))
   eval_step = make_eval_step(strategy, model)
   totals = np.zeros(4)
   for batch in dataset:
@@ -346,7 +358,14 @@ def run(config):
   if config.deterministic and config.seed is None:
     config.seed = 0
   configure_devices(config)
-  strategy = make_strategy(config)
+  multi_worker = config.strategy == 'multi_worker'
+  if multi_worker:
+    cluster.check_tf_config()
+  with cluster.StartupWatchdog(config.startup_timeout if multi_worker else 0,
+                               'multi-worker cluster'):
+    strategy = make_strategy(config)
+    agree = make_agree(strategy)
+    agree(tf.constant(False))  # A first collective: every worker is there.
   chief = is_chief(strategy)
   latest = tf.train.latest_checkpoint(config.model_dir)
   if config.mode in ('eval', 'export') and not (latest or config.init_checkpoint):
@@ -405,9 +424,10 @@ def run(config):
         input_pipeline.train_dataset_fn(
             source, image_size, config.batch_size, config.seed or 0,
             start_step=int(optimizer.iterations.numpy()), end_step=total_steps,
-            shuffle_buffer=config.shuffle_buffer)))
+            shuffle_buffer=config.shuffle_buffer),
+        _input_options(config)))
     summary = train(config, strategy, model, optimizer, train_iterator, manager,
-                    reporter, source, image_size, num_classes, total_steps)
+                    reporter, source, image_size, num_classes, total_steps, agree)
     if summary['status'] == 'finished':
       save_export()
       summary['export_dir'] = export_dir
@@ -418,14 +438,13 @@ def run(config):
 
 
 def train(config, strategy, model, optimizer, iterator, manager, reporter,
-          source, image_size, num_classes, total_steps):
+          source, image_size, num_classes, total_steps, agree):
   """The training loop; returns {'step', 'status', 'eval'}.
 
   Raises:
     NonFiniteLossError: If the loss becomes NaN or infinite.
   """
   train_loop = make_train_loop(config, strategy, model, optimizer, num_classes)
-  agree = make_agree(strategy)
   step = int(optimizer.iterations.numpy())
   logging.info('Training %s (%s parameters) on %s with %s (%d replicas), '
                'global batch %d, steps %d..%d.', model.name,
