@@ -51,8 +51,11 @@ _HELP = {
     'input_per_replica': ('One input pipeline per replica instead of per worker: '
                           'the same example-to-replica assignment as that many '
                           'single-replica workers (to compare runs).'),
-    'precision': 'float32, mixed_bfloat16, or mixed_float16 (with loss scaling).',
-    'jit_compile': 'Compile the forward and backward pass with XLA.',
+    'precision': ('auto, float32, mixed_bfloat16, or mixed_float16 (with loss '
+                  'scaling). auto: mixed_bfloat16 on TPUs, Ampere+ GPUs and CPUs '
+                  'with AVX512-BF16/AMX, mixed_float16 on older GPUs, else float32.'),
+    'jit_compile': ('auto, true or false: compile the forward and backward pass '
+                    'with XLA. auto: on GPUs, not on CPUs (slower there, measured).'),
     'collective_timeout': 'Seconds before a multi-worker collective gives up (0: never).',
     'startup_timeout': ('Seconds for all workers of a multi-worker cluster to '
                         'connect before this one exits with an error (0: wait forever).'),
@@ -86,7 +89,10 @@ def define_flags(defaults):
     name, value = field.name, getattr(defaults, field.name)
     kind = field.type if isinstance(field.type, type) else None
     help_text = _HELP[name]
-    if name in ('lr_boundary_epochs',):
+    if name == 'jit_compile':
+      flags.DEFINE_enum(name, {None: 'auto', True: 'true', False: 'false'}[value],
+                        ['auto', 'true', 'false'], help_text)
+    elif name in ('lr_boundary_epochs',):
       flags.DEFINE_list(name, [str(v) for v in value], help_text)
     elif name in ('lr_boundary_steps',):
       flags.DEFINE_list(name, value and [str(v) for v in value], help_text)
@@ -106,6 +112,7 @@ def config_from_flags():
   """Returns the `Config` given by the parsed flags."""
   values = {field.name: FLAGS[field.name].value for field in dataclasses.fields(Config)}
   values['lr_boundary_epochs'] = [float(v) for v in values['lr_boundary_epochs']]
+  values['jit_compile'] = {'auto': None, 'true': True, 'false': False}[values['jit_compile']]
   if values['lr_boundary_steps'] is not None:
     values['lr_boundary_steps'] = [int(v) for v in values['lr_boundary_steps']]
   # A flag given on the command line replaces the recipe's default for its

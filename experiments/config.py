@@ -43,8 +43,8 @@ class Config:
   num_gpus: int = 0
   cpu_devices: int = 1
   input_per_replica: bool = False
-  precision: str = 'float32'
-  jit_compile: bool = False
+  precision: str = 'auto'
+  jit_compile: Optional[bool] = None  # None: auto.
   collective_timeout: float = 600.0
   startup_timeout: float = 300.0
   # Optimization.
@@ -72,7 +72,7 @@ class Config:
     choices = {
         'mode': ('train', 'eval', 'train_and_eval', 'export'),
         'strategy': ('one_device', 'mirrored', 'multi_worker', 'tpu'),
-        'precision': ('float32', 'mixed_bfloat16', 'mixed_float16'),
+        'precision': ('auto', 'float32', 'mixed_bfloat16', 'mixed_float16'),
         'lr_decay': ('cosine', 'step', 'constant'),
         'stem': ('imagenet', 'cifar'),
     }

@@ -21,7 +21,8 @@ cli.define_flags(Config(
     model_dir='/tmp/resnet_v2_digits', mode='train_and_eval',
     train_epochs=60, batch_size=64, base_lr=0.1, lr_reference_batch=64,
     warmup_epochs=1, lr_decay='cosine', weight_decay=5e-4,
-    steps_per_loop=23, log_every=230, checkpoint_every=460, seed=0))
+    steps_per_loop=23, log_every=230, checkpoint_every=460, seed=0,
+    precision='float32'))  # A tiny model: bfloat16 would only cost accuracy.
 _SHOW = flags.DEFINE_integer('show', 8, 'Held-out images to classify with the '
                              'reloaded SavedModel at the end.')
 

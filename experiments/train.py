@@ -57,6 +57,44 @@ def configure_devices(config):
     keras.utils.set_random_seed(config.seed)
 
 
+def _cpu_has_bfloat16():
+  """True if the CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      cpu_flags = next((line for line in f if line.startswith('flags')), '').split()
+  except OSError:
+    return False
+  return 'avx512_bf16' in cpu_flags or 'amx_bf16' in cpu_flags
+
+
+def fastest_settings(config):
+  """Resolves --precision=auto and --jit_compile=auto for this machine.
+
+  bfloat16 where the hardware computes it natively (TPUs, Ampere or newer
+  GPUs, CPUs with AVX512-BF16/AMX), float16 with loss scaling on older GPUs;
+  XLA on GPUs, not on CPUs, where it made ResNet-50 slower (see the
+  benchmark in the README). TPUs always compile.
+
+  Returns:
+    (precision, jit_compile).
+  """
+  precision, jit = config.precision, config.jit_compile
+  gpus = tf.config.list_physical_devices('GPU')
+  if precision == 'auto':
+    if config.strategy == 'tpu':
+      precision = 'mixed_bfloat16'
+    elif gpus:
+      capability = tf.config.experimental.get_device_details(gpus[0]).get(
+          'compute_capability', (0, 0))
+      precision = ('mixed_bfloat16' if capability >= (8, 0) else
+                   'mixed_float16' if capability >= (7, 0) else 'float32')
+    else:
+      precision = 'mixed_bfloat16' if _cpu_has_bfloat16() else 'float32'
+  if jit is None:
+    jit = bool(gpus) and config.strategy != 'tpu'
+  return precision, jit
+
+
 def make_strategy(config):
   """Returns the tf.distribute strategy named by --strategy."""
   if config.strategy == 'one_device':
@@ -156,14 +194,30 @@ def make_optimizer(config, schedule, model):
 
 
 def load_init_checkpoint(model, config):
-  """Initializes the model from a tf-slim checkpoint or one of ours."""
-  reader = tf.train.load_checkpoint(config.init_checkpoint)
-  if '_CHECKPOINTABLE_OBJECT_GRAPH' in reader.get_variable_to_shape_map():
+  """Initializes the model from a tf-slim checkpoint or one of ours.
+
+  Returns:
+    'ours' or 'tf-slim'.
+
+  Raises:
+    ConfigError: If --init_checkpoint is not a readable checkpoint (or a
+      directory holding one).
+  """
+  path = config.init_checkpoint
+  if tf.io.gfile.isdir(path):
+    path = tf.train.latest_checkpoint(path)
+  try:
+    names = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  except (tf.errors.OpError, ValueError, TypeError) as e:
+    raise ConfigError(f'--init_checkpoint={config.init_checkpoint!r} is not a '
+                      'readable checkpoint: give a checkpoint prefix (the path '
+                      "before '.index') or a directory holding one.") from e
+  if '_CHECKPOINTABLE_OBJECT_GRAPH' in names:
+    # The optimizer's state in the checkpoint is deliberately not used.
     tf.train.Checkpoint(model=model).read(
-        config.init_checkpoint).assert_existing_objects_matched().expect_partial()
+        path).assert_existing_objects_matched().expect_partial()
     return 'ours'
-  resnet_v2.load_slim_checkpoint(model, config.init_checkpoint,
-                                 skip_logits=config.init_skip_logits)
+  resnet_v2.load_slim_checkpoint(model, path, skip_logits=config.init_skip_logits)
   return 'tf-slim'
 
 
@@ -175,7 +229,7 @@ def make_train_loop(config, strategy, model, optimizer, num_classes):
   global_batch = config.batch_size
   replicas = strategy.num_replicas_in_sync
 
-  def forward_backward(images, labels):
+  def forward_backward(images, labels, weights):
     with tf.GradientTape() as tape:
       logits = model(images, training=True)
       targets = tf.one_hot(labels, num_classes)
@@ -183,8 +237,9 @@ def make_train_loop(config, strategy, model, optimizer, num_classes):
         targets = (targets * (1 - config.label_smoothing)
                    + config.label_smoothing / num_classes)
       cross_entropy = tf.nn.softmax_cross_entropy_with_logits(targets, logits)
-      # Gradients are summed over replicas: scale by the GLOBAL batch.
-      loss = tf.reduce_sum(cross_entropy) / global_batch
+      # Gradients are summed over replicas: scale by the GLOBAL batch. Stand-ins
+      # for corrupt images have weight 0.
+      loss = tf.reduce_sum(cross_entropy * weights) / global_batch
       if model.losses:
         loss += tf.add_n(model.losses) / replicas
       if config.fail_at_step is not None:
@@ -193,7 +248,7 @@ def make_train_loop(config, strategy, model, optimizer, num_classes):
       scaled = (optimizer.scale_loss(loss)
                 if config.precision == 'mixed_float16' else loss)
     grads = tape.gradient(scaled, model.trainable_variables)
-    correct = tf.reduce_sum(tf.cast(
+    correct = tf.reduce_sum(weights * tf.cast(
         tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
         tf.float32))
     return loss, grads, correct
@@ -202,8 +257,8 @@ def make_train_loop(config, strategy, model, optimizer, num_classes):
     forward_backward = tf.function(forward_backward, jit_compile=True)
 
   def replica_step(batch):
-    images, labels, _, skipped = batch
-    loss, grads, correct = forward_backward(images, labels)
+    images, labels, weights, skipped = batch
+    loss, grads, correct = forward_backward(images, labels, weights)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return loss, correct, tf.reduce_sum(skipped)
 
@@ -357,6 +412,7 @@ def run(config):
   config.check()
   if config.deterministic and config.seed is None:
     config.seed = 0
+  config.precision, config.jit_compile = fastest_settings(config)
   configure_devices(config)
   multi_worker = config.strategy == 'multi_worker'
   if multi_worker:
@@ -447,10 +503,11 @@ def train(config, strategy, model, optimizer, iterator, manager, reporter,
   train_loop = make_train_loop(config, strategy, model, optimizer, num_classes)
   step = int(optimizer.iterations.numpy())
   logging.info('Training %s (%s parameters) on %s with %s (%d replicas), '
-               'global batch %d, steps %d..%d.', model.name,
+               'global batch %d, %s, XLA %s, steps %d..%d.', model.name,
                f'{model.count_params():,}', source.name,
                type(strategy).__name__, strategy.num_replicas_in_sync,
-               config.batch_size, step, total_steps)
+               config.batch_size, config.precision,
+               'on' if config.jit_compile else 'off', step, total_steps)
   result = None
   start_time, last_saved, total_skipped = time.time(), step, 0
   window = {'start': time.time(), 'steps': 0, 'loss': 0.0, 'correct': 0.0}

@@ -87,19 +87,23 @@ def test_a_killed_worker_restarts_the_group_which_resumes(tmp_path):
   assert not os.path.exists(tmp_path / 'ckpt-45.index')
 
 
+def _one_worker(tf_config, model_dir, *flags):
+  """Runs one multi-worker training process alone, with the given TF_CONFIG."""
+  return subprocess.run(
+      [sys.executable, '-m', 'experiments.digits', '--strategy=multi_worker',
+       f'--model_dir={model_dir}', *TRAIN, *flags], cwd=run_cli.ROOT,
+      env=dict(run_cli.env(), TF_CONFIG=json.dumps(tf_config)),
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180)
+
+
 def test_a_taken_port_fails_fast_with_a_clear_message(tmp_path):
   with socket.socket() as taken:
     taken.bind(('127.0.0.1', 0))
     taken.listen()
     port = taken.getsockname()[1]
-    tf_config = json.dumps({'cluster': {'worker': [f'127.0.0.1:{port}', '127.0.0.1:1']},
-                            'task': {'type': 'worker', 'index': 0}})
     started = time.time()
-    result = subprocess.run(
-        [sys.executable, '-m', 'experiments.digits', '--strategy=multi_worker',
-         f'--model_dir={tmp_path}', *TRAIN], cwd=run_cli.ROOT,
-        env=dict(run_cli.env(), TF_CONFIG=tf_config), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, timeout=120)
+    result = _one_worker({'cluster': {'worker': [f'127.0.0.1:{port}', '127.0.0.1:1']},
+                          'task': {'type': 'worker', 'index': 0}}, tmp_path)
   assert result.returncode == 1 and time.time() - started < 60
   assert f'cannot listen on 127.0.0.1:{port} from TF_CONFIG' in result.stdout
   assert 'Traceback' not in result.stdout
@@ -121,14 +125,10 @@ def test_an_absent_peer_times_out_instead_of_hanging(tmp_path):
   with socket.socket() as probe:
     probe.bind(('127.0.0.1', 0))
     free = probe.getsockname()[1]
-  tf_config = json.dumps({'cluster': {'worker': [f'127.0.0.1:{free}', '127.0.0.1:9']},
-                          'task': {'type': 'worker', 'index': 0}})
   started = time.time()
-  result = subprocess.run(
-      [sys.executable, '-m', 'experiments.digits', '--strategy=multi_worker',
-       f'--model_dir={tmp_path}', *TRAIN, '--startup_timeout=15'], cwd=run_cli.ROOT,
-      env=dict(run_cli.env(), TF_CONFIG=tf_config), stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True, timeout=180)
+  result = _one_worker({'cluster': {'worker': [f'127.0.0.1:{free}', '127.0.0.1:9']},
+                        'task': {'type': 'worker', 'index': 0}},
+                       tmp_path, '--startup_timeout=15')
   # SIGTERM, or SIGKILL 5 s later when the blocked start-up cannot handle it.
   assert result.returncode in (-signal.SIGTERM, -signal.SIGKILL), result.stdout[-3000:]
   assert time.time() - started < 90

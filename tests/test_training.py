@@ -165,3 +165,77 @@ def test_mirrored_on_two_devices_matches_one_device(tmp_path):
   assert len(one) == len(two) == 15
   np.testing.assert_allclose(two, one, rtol=1e-4)
   assert one[-1] < one[0]
+
+
+def test_auto_settings_pick_bfloat16_where_the_cpu_has_it_and_no_xla_on_cpu():
+  with open('/proc/cpuinfo', encoding='utf-8') as f:
+    native = any(flag in line.split() for line in f if line.startswith('flags')
+                 for flag in ('avx512_bf16', 'amx_bf16'))
+  precision, jit = train.fastest_settings(Config(**TINY))
+  assert precision == ('mixed_bfloat16' if native else 'float32') and jit is False
+  assert train.fastest_settings(Config(**dict(TINY, precision='float32'), jit_compile=True)) == (
+      'float32', True)
+
+
+def _kernels_found(checkpoint_dir, kernels):
+  """How many of `kernels` appear, by value, in the latest checkpoint."""
+  values = list(_checkpointed(checkpoint_dir).values())
+  return sum(any(v.shape == k.shape and np.array_equal(v, k) for v in values)
+             for k in kernels)
+
+
+def test_init_checkpoint_from_tf_slim_and_from_ours(tmp_path):
+  from tests import numpy_resnet  # pylint: disable=g-import-not-at-top
+  spec = [('block1', [(16, 4, 2)]), ('block2', [(32, 8, 1)])]  # = '4x1/2, 8x1'
+  weights = numpy_resnet.random_weights(numpy_resnet.slim_weight_shapes(spec, 5, 'resnet_v2'))
+  slim = numpy_resnet.write_tf1_checkpoint(weights, str(tmp_path / 'slim' / 'model.ckpt'))
+  kernels = [v for k, v in weights.items() if k.endswith('/weights') and '/logits/' not in k]
+  # Learning rate 0: one step changes only BatchNorm's moving statistics.
+  fine_tune = dict(TINY, stem='imagenet', train_steps=1, base_lr=0.0, mode='train',
+                   precision='float32')
+  with pytest.raises(ValueError, match='skip_logits=True'):  # 5 classes, digits has 10
+    train.run(Config(**fine_tune, model_dir=str(tmp_path / 'a'), init_checkpoint=slim))
+  train.run(Config(**fine_tune, model_dir=str(tmp_path / 'b'), init_checkpoint=slim,
+                   init_skip_logits=True))
+  assert _kernels_found(tmp_path / "b", kernels) == len(kernels) == 9  # conv1 + 2 x 4
+  train.run(Config(**fine_tune, model_dir=str(tmp_path / 'c'),
+                   init_checkpoint=str(tmp_path / 'b')))
+  assert _kernels_found(tmp_path / "c", kernels) == 9
+
+
+def test_stand_ins_for_corrupt_images_do_not_train():
+  """A batch of zero-weight stand-ins: zero loss, no update, all counted."""
+  import resnet_v2  # pylint: disable=g-import-not-at-top
+  from experiments import networks  # pylint: disable=g-import-not-at-top
+  config = Config(**dict(TINY, weight_decay=0.0), model_dir='unused')
+  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  with strategy.scope():
+    model = networks.build(resnet_v2.parse_blocks('4x1/2, 8x1'), 10, 8, 'cifar', 0.0)
+    optimizer = train.make_optimizer(config, 0.1, model)
+  batch = (tf.random.normal([32, 8, 8, 3]), tf.zeros([32], tf.int32),
+           tf.zeros([32]), tf.ones([32], tf.int32))
+  dataset = strategy.experimental_distribute_dataset(
+      tf.data.Dataset.from_tensors(batch).repeat())
+  loop = train.make_train_loop(config, strategy, model, optimizer, 10)
+  before = [w.numpy() for w in model.trainable_weights]
+  losses, correct, skipped = loop(iter(dataset), tf.constant(2))
+  assert losses.numpy().tolist() == [0.0, 0.0]
+  assert float(correct) == 0.0 and float(skipped) == 64.0
+  for old, weight in zip(before, model.trainable_weights):
+    np.testing.assert_array_equal(old, weight.numpy())
+
+
+def test_cifar_script_builds_the_papers_network_and_trains(tmp_path):
+  from experiments import networks  # pylint: disable=g-import-not-at-top
+  blocks = networks.cifar_blocks(164)
+  assert [(b.scope, len(b.args), b.args[0]['depth_bottleneck'], b.args[-1]['stride'])
+          for b in blocks] == [('block1', 18, 16, 2), ('block2', 18, 32, 2),
+                               ('block3', 18, 64, 1)]
+  with pytest.raises(ValueError, match='depth 9n\\+2'):
+    networks.cifar_blocks(50)
+  output = run_cli.run('experiments.cifar', '--dataset=synthetic', '--num_classes=10',
+                       '--depth=11', '--batch_size=8', '--train_steps=4',
+                       '--steps_per_loop=2', '--log_every=2', '--lr_boundary_steps=2',
+                       f'--model_dir={tmp_path}', '--precision=float32').stdout
+  assert re.search(r'Training resnet_v2_11 .* on synthetic', output)
+  assert 'step 4/4' in output and 'Exported the SavedModel' in output
