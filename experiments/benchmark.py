@@ -58,8 +58,7 @@ NUM_CLASSES = 1000
 
 def build(kind, depth, precision):
   """Our resnet_v2_<depth> or Keras's ResNet50V2, returning logits."""
-  keras.config.set_dtype_policy(precision)
-  try:
+  with resnet_v2.using_dtype_policy(precision):
     if kind == 'keras':
       return keras.applications.ResNet50V2(
           weights=None, classes=NUM_CLASSES, classifier_activation=None,
@@ -67,8 +66,6 @@ def build(kind, depth, precision):
     return resnet_v2.build_model(
         depth, NUM_CLASSES, input_shape=(_SIZE.value, _SIZE.value, 3),
         arg_sc=resnet_v2.resnet_arg_scope(weight_decay=0.0))
-  finally:
-    keras.config.set_dtype_policy('float32')
 
 
 def train_step_fn(model, xla):

@@ -52,9 +52,7 @@ def build(blocks, num_classes, image_size, stem='imagenet', weight_decay=1e-4,
   if stem not in ('imagenet', 'cifar'):
     raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}.")
   arg_sc = resnet_v2.resnet_arg_scope(weight_decay=weight_decay)
-  previous = keras.config.dtype_policy()
-  keras.config.set_dtype_policy(dtype_policy or 'float32')
-  try:
+  with resnet_v2.using_dtype_policy(dtype_policy or 'float32'):
     inputs = keras.Input((image_size, image_size, 3), name='images')
     with resnet_v2.arg_scope(arg_sc), resnet_v2.arg_scope(
         [resnet_v2.batch_norm], synchronized=sync_batch_norm):
@@ -68,5 +66,3 @@ def build(blocks, num_classes, image_size, stem='imagenet', weight_decay=1e-4,
                                       include_root_block=stem == 'imagenet',
                                       scope=scope)
     return keras.Model(inputs, logits, name=scope)
-  finally:
-    keras.config.set_dtype_policy(previous)

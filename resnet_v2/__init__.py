@@ -31,6 +31,7 @@ from resnet_v2.layers import conv2d
 from resnet_v2.layers import max_pool2d
 from resnet_v2.models import build_model
 from resnet_v2.models import layer_table
+from resnet_v2.models import using_dtype_policy
 from resnet_v2.nets import blocks_for_depth
 from resnet_v2.nets import register_depth
 from resnet_v2.nets import registered_depths

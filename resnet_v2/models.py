@@ -12,8 +12,13 @@ from resnet_v2 import nets
 
 
 @contextlib.contextmanager
-def _dtype_policy(policy):
-  """Sets the global Keras dtype policy for the `with` body, if not None."""
+def using_dtype_policy(policy):
+  """Sets the global Keras dtype policy for the `with` body, if not None.
+
+  Layers take the policy in force when they are made, so building a model
+  inside `with using_dtype_policy('mixed_bfloat16'):` makes it mixed precision
+  without changing the policy for later code.
+  """
   if policy is None:
     yield
     return
@@ -65,7 +70,7 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
   else:
     blocks = depth_or_blocks
     scope = scope or 'resnet_v2'
-  with _dtype_policy(dtype_policy):
+  with using_dtype_policy(dtype_policy):
     inputs = keras.Input(tuple(input_shape), name='images')
     with arg_scope(arg_sc or arg_scopes.resnet_arg_scope()):
       net, end_points = nets.resnet_v2(inputs, blocks, num_classes, scope=scope,
