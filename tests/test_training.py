@@ -1,7 +1,6 @@
 """Training runs, stops, resumes and fails the way a researcher needs."""
 
 import json
-import math
 import os
 import re
 import signal
