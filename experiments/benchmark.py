@@ -1,11 +1,12 @@
 """Speed of our ResNet v2 against keras.applications, and against the machine.
 
-    python -m experiments.benchmark                 # everything, ~25 min on 2 cores
+    python -m experiments.benchmark                 # everything, ~35 min on 2 cores
     python -m experiments.benchmark --sections=pairs --repeats=3
 
 In ONE process, with warm-up steps excluded and every measurement repeated
 (configurations interleaved, so that load from elsewhere hits all of them
-alike) and reported as the median:
+alike) and reported as the median. A pair's ratio is the median of the
+per-repetition ratios (ours and Keras timed back to back), with their range:
 
   pairs    training and inference images/s of our resnet_v2_50 and Keras's
            ResNet50V2 (1000 classes, same batch, size, SGD optimizer and
@@ -41,8 +42,8 @@ _SECTIONS = flags.DEFINE_list('sections', ['pairs', 'depths', 'input', 'ceiling'
                               'Which measurements to run.')
 _BATCH = flags.DEFINE_integer('batch_size', 32, 'Batch size of the pairs.')
 _SIZE = flags.DEFINE_integer('image_size', 224, 'Image size.')
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed repetitions per configuration.')
-_STEPS = flags.DEFINE_integer('steps', 2, 'Steps per timed repetition.')
+_REPEATS = flags.DEFINE_integer('repeats', 9, 'Timed repetitions per configuration.')
+_STEPS = flags.DEFINE_integer('steps', 1, 'Steps per timed repetition.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps first (compilation).')
 _DEPTHS = flags.DEFINE_list('depths', ['50', '101', '152', '200'], 'Depths to scan.')
 _TRAIN_BATCHES = flags.DEFINE_list('train_batches', ['8', '32'], 'Training batch sizes to scan.')
@@ -100,20 +101,36 @@ def _batch(batch_size):
 
 
 def measure(configs):
-  """Interleaved timing. configs: {name: (step_fn, batch_size)} -> {name: images/s}."""
+  """Interleaved timing.
+
+  Args:
+    configs: {name: (step_fn, batch_size)}.
+
+  Returns:
+    {name: [images/s of each repetition]}. Repetition i of every config ran
+    back to back, so ratios taken within a repetition share the machine's load.
+  """
   batches = {name: _batch(size) for name, (_, size) in configs.items()}
   for name, (fn, _) in configs.items():
     for _ in range(_WARMUP.value):
       tf.nest.map_structure(lambda t: t.numpy(), fn(*batches[name]))
-  times = {name: [] for name in configs}
+  speeds = {name: [] for name in configs}
   for _ in range(_REPEATS.value):
     for name, (fn, size) in configs.items():
       start = time.perf_counter()
       for _ in range(_STEPS.value):
         result = fn(*batches[name])
       tf.nest.map_structure(lambda t: t.numpy(), result)
-      times[name].append(size * _STEPS.value / (time.perf_counter() - start))
-  return {name: statistics.median(speeds) for name, speeds in times.items()}
+      speeds[name].append(size * _STEPS.value / (time.perf_counter() - start))
+  return speeds
+
+
+def compare(ours, keras_):
+  """A pair's row from per-repetition speeds: medians and the ratio's spread."""
+  ratios = [a / b for a, b in zip(ours, keras_)]
+  return {'ours': statistics.median(ours), 'keras': statistics.median(keras_),
+          'ratio': statistics.median(ratios), 'ratio_min': min(ratios),
+          'ratio_max': max(ratios), 'ours_samples': ours, 'keras_samples': keras_}
 
 
 def forward_flops(model):
@@ -140,11 +157,12 @@ def section_pairs(results):
         configs[(kind, 'infer')] = (infer_step_fn(model, xla), _BATCH.value)
       speeds = measure(configs)
       for mode in ('train', 'infer'):
-        rows.append({'precision': precision, 'xla': xla, 'mode': mode,
-                     'ours': speeds[('ours', mode)], 'keras': speeds[('keras', mode)],
-                     'ratio': speeds[('ours', mode)] / speeds[('keras', mode)]})
-        print(f'  {precision:15} xla={str(xla):5} {mode:5}  ours {rows[-1]["ours"]:7.2f}  '
-              f'keras {rows[-1]["keras"]:7.2f}  x{rows[-1]["ratio"]:.2f}', flush=True)
+        row = compare(speeds[('ours', mode)], speeds[('keras', mode)])
+        rows.append({'precision': precision, 'xla': xla, 'mode': mode, **row})
+        print(f'  {precision:15} xla={str(xla):5} {mode:5}  ours {row["ours"]:7.2f}  '
+              f'keras {row["keras"]:7.2f}  x{row["ratio"]:.2f} '
+              f'(x{row["ratio_min"]:.2f}-{row["ratio_max"]:.2f} over repetitions)',
+              flush=True)
       del models, configs
       keras.utils.clear_session()
   results['pairs'] = rows
@@ -158,7 +176,8 @@ def section_depths(results, precision):
                for b in map(int, _TRAIN_BATCHES.value)}
     configs.update({('infer', b): (infer_step_fn(model, False), b)
                     for b in map(int, _INFER_BATCHES.value)})
-    for (mode, batch), speed in measure(configs).items():
+    for (mode, batch), speeds in measure(configs).items():
+      speed = statistics.median(speeds)
       rows.append({'depth': depth, 'mode': mode, 'batch': batch,
                    'images_per_second': speed})
       print(f'  resnet_v2_{depth:<4} {mode:5} batch {batch:3}  {speed:8.2f} images/s',

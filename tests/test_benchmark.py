@@ -1,0 +1,31 @@
+"""The benchmark script runs end to end and writes the JSON the README reports.
+
+Small images and few repetitions: this checks that the command works and what
+it records, not speed (speed lives in the benchmark's own tables).
+"""
+
+import json
+
+from tests import run_cli
+
+
+def test_benchmark_writes_pairs_depths_and_input(tmp_path):
+  output = tmp_path / 'benchmark.json'
+  result = run_cli.run(
+      'experiments.benchmark', '--sections=pairs,depths,input',
+      '--image_size=32', '--batch_size=2', '--repeats=2', '--warmup=1',
+      '--precisions=float32', '--xla=false', '--depths=50',
+      '--train_batches=2', '--infer_batches=1', f'--output={output}')
+  results = json.loads(output.read_text())
+
+  assert [(row['mode'], row['xla']) for row in results['pairs']] == [
+      ('train', False), ('infer', False)]
+  for row in results['pairs']:
+    assert len(row['ours_samples']) == len(row['keras_samples']) == 2
+    assert row['ratio_min'] <= row['ratio'] <= row['ratio_max']
+    assert row['ours'] > 0 and row['keras'] > 0
+  assert [(row['mode'], row['batch']) for row in results['depths']['rows']] == [
+      ('train', 2), ('infer', 1)]
+  assert len(results['input']) == 3
+  assert results['machine']['cores'] >= 1
+  assert 'over repetitions' in result.stdout
