@@ -37,6 +37,7 @@ import tensorflow as tf
 
 import resnet_v2
 from experiments import preprocessing
+from experiments import train
 
 _SECTIONS = flags.DEFINE_list('sections', ['pairs', 'depths', 'input', 'ceiling'],
                               'Which measurements to run.')
@@ -263,15 +264,10 @@ def section_ceiling(results):
 
 
 def machine():
-  flags_line = ''
-  if os.path.exists('/proc/cpuinfo'):
-    for line in open('/proc/cpuinfo', encoding='utf-8'):
-      if line.startswith('flags'):
-        flags_line = line
-        break
+  cpu_flags = train.cpu_flags()
   wanted = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile', 'fma')
   return {'cores': os.cpu_count(), 'platform': platform.platform(),
-          'cpu_flags': [f for f in wanted if f' {f}' in flags_line],
+          'cpu_flags': [f for f in wanted if f in cpu_flags],
           'tensorflow': tf.__version__, 'keras': keras.__version__}
 
 

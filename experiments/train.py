@@ -57,14 +57,19 @@ def configure_devices(config):
     keras.utils.set_random_seed(config.seed)
 
 
-def _cpu_has_bfloat16():
-  """True if the CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""
+def cpu_flags():
+  """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
   try:
     with open('/proc/cpuinfo', encoding='utf-8') as f:
-      cpu_flags = next((line for line in f if line.startswith('flags')), '').split()
+      return frozenset(
+          next((line for line in f if line.startswith('flags')), '').split())
   except OSError:
-    return False
-  return 'avx512_bf16' in cpu_flags or 'amx_bf16' in cpu_flags
+    return frozenset()
+
+
+def _cpu_has_bfloat16():
+  """True if the CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""
+  return not cpu_flags().isdisjoint({'avx512_bf16', 'amx_bf16'})
 
 
 def fastest_settings(config):
