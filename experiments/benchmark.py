@@ -36,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 import resnet_v2
-from experiments import preprocessing
-from experiments import train
+from experiments.lib import cluster
+from experiments.lib import preprocessing
 
 _SECTIONS = flags.DEFINE_list('sections', ['pairs', 'depths', 'input', 'ceiling'],
                               'Which measurements to run.')
@@ -264,7 +264,7 @@ def section_ceiling(results):
 
 
 def machine():
-  cpu_flags = train.cpu_flags()
+  cpu_flags = cluster.cpu_flags()
   wanted = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile', 'fma')
   return {'cores': os.cpu_count(), 'platform': platform.platform(),
           'cpu_flags': [f for f in wanted if f in cpu_flags],

@@ -12,11 +12,13 @@ epochs), weight decay 1e-4, momentum 0.9, 4-pixel zero padding with random
 first 400 steps unless --warmup_steps is given.
 """
 
+import dataclasses
+
 from absl import app
 from absl import flags
 
-from experiments import cli
-from experiments.config import Config
+from experiments.lib import cli
+from experiments.lib.config import Config
 
 cli.define_flags(Config(
     dataset='cifar10', depth=164, stem='cifar', image_size=32,
@@ -29,9 +31,9 @@ cli.define_flags(Config(
 
 def main(argv):
   del argv
-  config = cli.config_from_flags()
+  config = cli.parsed_config()
   if (config.depth or 0) >= 1001 and not flags.FLAGS['warmup_steps'].present:
-    config.warmup_steps, config.warmup_lr = 400, 0.01
+    config = dataclasses.replace(config, warmup_steps=400, warmup_lr=0.01)
   cli.run(config)
 
 

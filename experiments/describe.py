@@ -10,7 +10,9 @@ from absl import flags
 
 import resnet_v2
 
-_DEPTH = flags.DEFINE_integer('depth', None, 'A registered depth (50, 101, 152, 200).')
+_DEPTH = flags.DEFINE_enum(
+    'depth', None, [str(d) for d in resnet_v2.registered_depths()],
+    'A registered depth.')
 _BLOCKS = flags.DEFINE_string(
     'blocks', None, "A block spec as text, e.g. '16x2/2, 32x2/2, 64x2' (see "
     'resnet_v2.parse_blocks).')
@@ -22,7 +24,7 @@ def main(argv):
   del argv
   specs = []
   if _DEPTH.value is not None:
-    specs.append(_DEPTH.value)
+    specs.append(int(_DEPTH.value))
   if _BLOCKS.value is not None:
     specs.append(resnet_v2.parse_blocks(_BLOCKS.value))
   if not specs:  # The embedded default: a standard depth and a custom spec.

@@ -13,8 +13,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from experiments import cli
-from experiments.config import Config
+from experiments.lib import cli
+from experiments.lib.config import Config
 
 cli.define_flags(Config(
     dataset='digits', blocks='16x2/2, 32x2', stem='cifar',
@@ -37,7 +37,7 @@ def classify_with_saved_model(export_dir, count):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from experiments import datasets  # pylint: disable=g-import-not-at-top
+  from experiments.lib import datasets  # pylint: disable=g-import-not-at-top
 
   served = tf.saved_model.load(export_dir).signatures['serving_default']
   source = datasets.load_source('digits')
@@ -58,11 +58,9 @@ def classify_with_saved_model(export_dir, count):
 
 def main(argv):
   del argv
-  config = cli.config_from_flags()
-  cli.run(config)
-  if config.mode in ('train', 'train_and_eval', 'export') and _SHOW.value:
-    export_dir = config.export_dir or f'{config.model_dir}/export'
-    accuracy = classify_with_saved_model(export_dir, _SHOW.value)
+  summary = cli.run(cli.parsed_config())
+  if summary.get('export_dir') and _SHOW.value:
+    accuracy = classify_with_saved_model(summary['export_dir'], _SHOW.value)
     logging.info('The reloaded SavedModel got %.0f%% of %d held-out digits right.',
                  100 * accuracy, _SHOW.value)
 

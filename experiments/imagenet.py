@@ -11,8 +11,8 @@ evaluation. ImageNet must be prepared by TFDS from the two ILSVRC2012 tars
 (see --manual_dir); --dataset=synthetic measures speed without data.
 """
 
-from experiments import cli
-from experiments.config import Config
+from experiments.lib import cli
+from experiments.lib.config import Config
 
 cli.define_flags(Config(
     dataset='imagenet2012', depth=50, stem='imagenet', image_size=224,

@@ -29,10 +29,13 @@ from resnet_v2.checkpoints import load_slim_checkpoint
 from resnet_v2.layers import batch_norm
 from resnet_v2.layers import conv2d
 from resnet_v2.layers import max_pool2d
+from resnet_v2.models import STEMS
 from resnet_v2.models import build_model
 from resnet_v2.models import layer_table
+from resnet_v2.models import resolve_network
 from resnet_v2.models import using_dtype_policy
 from resnet_v2.nets import blocks_for_depth
+from resnet_v2.nets import cifar_blocks
 from resnet_v2.nets import register_depth
 from resnet_v2.nets import registered_depths
 from resnet_v2.nets import resnet_v2

@@ -19,7 +19,8 @@ def resnet_arg_scope(weight_decay=0.0001,
                      batch_norm_epsilon=1e-5,
                      batch_norm_scale=True,
                      activation_fn=keras.ops.relu,
-                     use_batch_norm=True):
+                     use_batch_norm=True,
+                     sync_batch_norm=False):
   """Defines the default ResNet arg scope.
 
   The BatchNorm values suit the reference ResNets of He et al.; when training
@@ -35,6 +36,9 @@ def resnet_arg_scope(weight_decay=0.0001,
     batch_norm_scale: If True, BatchNorm learns a `gamma` multiplier.
     activation_fn: The activation after each normalized convolution.
     use_batch_norm: If False, convolutions get no BatchNorm (but a bias).
+    sync_batch_norm: If True, BatchNorm computes training statistics over
+      the global batch of all replicas of a `tf.distribute` strategy, not
+      per replica (an addition to slim's arguments).
 
   Returns:
     An arg scope to use with `arg_scope(...)`.
@@ -43,6 +47,7 @@ def resnet_arg_scope(weight_decay=0.0001,
       'decay': batch_norm_decay,
       'epsilon': batch_norm_epsilon,
       'scale': batch_norm_scale,
+      'synchronized': sync_batch_norm,
   }
   regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
   with arg_scope(

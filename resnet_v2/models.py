@@ -8,7 +8,9 @@ import keras
 from tf_slim.ops.arg_scope import arg_scope
 
 from resnet_v2 import arg_scopes
+from resnet_v2 import layers
 from resnet_v2 import nets
+from resnet_v2 import scopes
 
 
 @contextlib.contextmanager
@@ -30,18 +32,50 @@ def using_dtype_policy(policy):
     keras.config.set_dtype_policy(previous)
 
 
-def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
-                outputs=None, scope=None, dtype_policy=None, arg_sc=None,
-                **resnet_kwargs):
-  """Builds a ResNet v2 as a `keras.Model`.
+# The stems a network can start with; see `build_model`.
+STEMS = ('imagenet', 'cifar', 'none')
 
-      model = build_model(50, num_classes=1001)
-      model = build_model([resnet_v2_block('block1', 16, 2, 2), ...], 10,
-                          input_shape=(32, 32, 3))
+
+def resolve_network(depth_or_blocks, stem='imagenet', scope=None):
+  """The rule that turns a depth or a block list into blocks and a scope.
 
   Args:
-    depth_or_blocks: A registered depth (50, 101, 152, 200, ...) or a list of
-      `Block`s.
+    depth_or_blocks: As for `build_model`.
+    stem: As for `build_model`; with 'cifar' a depth means `cifar_blocks`.
+    scope: An explicit scope, or None for the default.
+
+  Returns:
+    (blocks, scope): the blocks, and the scope: `scope` if given, else
+    'resnet_v2_<depth>' for a depth and 'resnet_v2' for a block list.
+
+  Raises:
+    ValueError: For an unknown stem or depth.
+  """
+  if stem not in STEMS:
+    raise ValueError(f'stem must be one of {STEMS}, got {stem!r}.')
+  if isinstance(depth_or_blocks, numbers.Integral):
+    depth = depth_or_blocks
+    blocks = (nets.cifar_blocks(depth) if stem == 'cifar'
+              else nets.blocks_for_depth(depth))
+    return blocks, scope or f'resnet_v2_{depth}'
+  return depth_or_blocks, scope or 'resnet_v2'
+
+
+def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
+                outputs=None, scope=None, dtype_policy=None, arg_sc=None,
+                stem='imagenet', **resnet_kwargs):
+  """Builds a ResNet v2 as a `keras.Model`: the one way models are made.
+
+      model = build_model(50, num_classes=1001)
+      model = build_model(164, 10, input_shape=(32, 32, 3), stem='cifar')
+      model = build_model([resnet_v2_block('block1', 16, 2, 2), ...], 10,
+                          input_shape=(32, 32, 3), stem='cifar',
+                          arg_sc=resnet_arg_scope(weight_decay=5e-4))
+
+  Args:
+    depth_or_blocks: A depth or a list of `Block`s. A depth names a
+      registered ImageNet network (50, 101, 152, 200, ...), or with
+      stem='cifar' the paper's 9n+2 CIFAR network (`cifar_blocks`).
     num_classes: Number of classes; None or 0 for a feature extractor.
     input_shape: The image shape (height, width, channels); height and width
       may be None for fully convolutional use.
@@ -49,32 +83,45 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
       end-point names, and the model outputs a dict of exactly those.
     scope: The network's scope; defaults to 'resnet_v2_<depth>' for a depth
       and 'resnet_v2' for a block list. Also the model's name.
-    dtype_policy: A Keras dtype policy for this model's layers
-      ('mixed_bfloat16', 'mixed_float16'), or None for the global policy.
+    dtype_policy: A Keras dtype policy for this model's layers ('float32',
+      'mixed_bfloat16', 'mixed_float16'), or None for the global policy.
       Logits and predictions stay float32.
     arg_sc: The arg scope to build under; defaults to `resnet_arg_scope()`.
+      Its options (weight decay, BatchNorm decay, synchronized BatchNorm,
+      ...) are how a network's layer defaults are set.
+    stem: What comes before the blocks. 'imagenet': slim's root block, a
+      7x7/2 `conv1` and a 3x3/2 `pool1` (stride 4). 'cifar': the paper's
+      CIFAR stem, one 3x3 `conv1` with 16 outputs at full resolution. Both
+      convolutions have a bias and no BatchNorm or ReLU, because the first
+      unit's `preact` applies them. 'none': the blocks take the input as it
+      is.
     **resnet_kwargs: Further `resnet_v2` arguments (is_training,
-      global_pool, output_stride, include_root_block, spatial_squeeze).
+      global_pool, output_stride, spatial_squeeze).
 
   Returns:
     A `keras.Model`. Its `end_points` attribute maps every end-point name to
     its symbolic tensor.
 
   Raises:
-    ValueError: For an unknown depth, malformed blocks, or an unknown
-      end-point name in `outputs`.
+    ValueError: For an unknown depth or stem, malformed blocks, a bad
+      output_stride, or an unknown end-point name in `outputs`.
   """
-  if isinstance(depth_or_blocks, numbers.Integral):
-    blocks = nets.blocks_for_depth(depth_or_blocks)
-    scope = scope or f'resnet_v2_{depth_or_blocks}'
-  else:
-    blocks = depth_or_blocks
-    scope = scope or 'resnet_v2'
+  blocks, scope = resolve_network(depth_or_blocks, stem, scope)
   with using_dtype_policy(dtype_policy):
     inputs = keras.Input(tuple(input_shape), name='images')
     with arg_scope(arg_sc or arg_scopes.resnet_arg_scope()):
-      net, end_points = nets.resnet_v2(inputs, blocks, num_classes, scope=scope,
+      net, stem_points = inputs, {}
+      if stem == 'cifar':
+        with scopes.variable_scope(scope):
+          net = layers.conv2d(net, 16, 3, activation_fn=None,
+                              normalizer_fn=None,
+                              outputs_collections=stem_points, scope='conv1')
+      # resnet_v2 re-enters the same scope, so the stem's weights are
+      # '<scope>/conv1/...' as a slim network's root conv1 is.
+      net, end_points = nets.resnet_v2(net, blocks, num_classes, scope=scope,
+                                       include_root_block=stem == 'imagenet',
                                        **resnet_kwargs)
+      end_points = {**stem_points, **end_points}
     if outputs is not None:
       unknown = [name for name in outputs if name not in end_points]
       if unknown:

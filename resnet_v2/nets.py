@@ -79,22 +79,7 @@ def resnet_v2(inputs,
   if len(inputs.shape) != 4:
     raise ValueError('resnet_v2 expects a 4-D input [batch, height, width, '
                      f'channels], got shape {tuple(inputs.shape)}.')
-  blocks = resnet_utils.check_blocks(blocks)
   root_stride = ROOT_STRIDE if include_root_block else 1
-  blocks_output_stride = None
-  if output_stride is not None:
-    resnet_utils.check_positive_int(output_stride, 'resnet_v2', 'output_stride')
-    if output_stride % root_stride:
-      raise ValueError(
-          f'output_stride must be a multiple of {root_stride} when the root '
-          f'block is included (conv1 and pool1 stride by 4), got '
-          f'{output_stride}.')
-    reachable = resnet_utils.reachable_output_strides(blocks, root_stride)
-    if output_stride not in reachable:
-      raise ValueError(
-          f'The target output_stride {output_stride} cannot be reached by '
-          f'these blocks; reachable values are {reachable}.')
-    blocks_output_stride = output_stride // root_stride
 
   end_points = {}
   with scopes.variable_scope(scope or 'resnet_v2') as sc:
@@ -107,7 +92,8 @@ def resnet_v2(inputs,
         with arg_scope([layers.conv2d], activation_fn=None, normalizer_fn=None):
           net = resnet_utils.conv2d_same(net, 64, 7, stride=2, scope='conv1')
         net = layers.max_pool2d(net, [3, 3], stride=2, scope='pool1')
-      net = resnet_utils.stack_blocks_dense(net, blocks, blocks_output_stride)
+      net = resnet_utils.stack_blocks_dense(net, blocks, output_stride,
+                                            input_stride=root_stride)
       net = layers.batch_norm(net, activation_fn=keras.ops.relu,
                               scope='postnorm')
       if global_pool:
@@ -202,6 +188,35 @@ def blocks_for_depth(depth):
         'resnet_v2.register_depth(depth, num_units) or pass a block list.')
   return [resnet_v2_block(f'block{i + 1}', *block)
           for i, block in enumerate(_DEPTHS[depth])]
+
+
+def cifar_blocks(depth):
+  """The paper's CIFAR bottleneck ResNets: depth = 9n + 2 (164, 1001, ...).
+
+  He et al. 2016, section 4: three stages of n bottleneck units of
+  bottleneck depths 16, 32, 64 (outputs 64, 128, 256) at 32x32, 16x16 and
+  8x8; the stride 2 between stages sits in each stage's last unit, as slim
+  places it. Built after a 3x3 stem, not slim's root block (see
+  `build_model(..., stem='cifar')`).
+
+  Args:
+    depth: 9n + 2 for a positive n: 3n units of 3 layers, the stem and the
+      logits.
+
+  Returns:
+    A list of three `Block`s.
+
+  Raises:
+    ValueError: If depth is not 9n + 2.
+  """
+  if (isinstance(depth, bool) or not isinstance(depth, int) or depth < 11
+      or (depth - 2) % 9):
+    raise ValueError(f'A CIFAR ResNet v2 has depth 9n+2 (e.g. 164 or 1001), '
+                     f'got {depth!r}.')
+  n = (depth - 2) // 9
+  return [resnet_v2_block('block1', 16, n, 2),
+          resnet_v2_block('block2', 32, n, 2),
+          resnet_v2_block('block3', 64, n, 1)]
 
 
 register_depth(50, (3, 4, 6, 3))

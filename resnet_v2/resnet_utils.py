@@ -32,11 +32,6 @@ class Block(collections.namedtuple('Block', ['scope', 'unit_fn', 'args'])):
       classic slim form, or a dict with those keys, the newer form.
   """
 
-  @property
-  def name(self):
-    """The block's scope name (an alias of `scope`)."""
-    return self.scope
-
 
 def check_positive_int(value, where, key):
   """Returns `value` as an int, or raises ValueError naming `where` and `key`."""
@@ -106,22 +101,53 @@ def check_blocks(blocks):
   return checked
 
 
-def reachable_output_strides(blocks, root_stride=1):
+def reachable_output_strides(blocks, input_stride=1):
   """Returns the output strides `stack_blocks_dense` can stop at.
 
   Args:
-    blocks: A list of `Block`s (checked with `check_blocks`).
-    root_stride: The stride of whatever runs before the blocks.
+    blocks: A list of `Block`s as `check_blocks` returns them.
+    input_stride: The stride of the blocks' input relative to the image.
 
   Returns:
-    The sorted distinct running strides, starting with `root_stride`.
+    The sorted distinct running strides, starting with `input_stride`.
   """
-  strides, current = {root_stride}, root_stride
-  for block in check_blocks(blocks):
+  strides, current = {input_stride}, input_stride
+  for block in blocks:
     for unit in block.args:
       current *= unit.get('stride', 1)
       strides.add(current)
   return sorted(strides)
+
+
+def check_output_stride(blocks, output_stride, input_stride=1):
+  """The one check of an `output_stride` request.
+
+  Args:
+    blocks: A list of `Block`s as `check_blocks` returns them.
+    output_stride: The requested ratio of image to output resolution.
+    input_stride: The stride of the blocks' input relative to the image (4
+      after slim's root block).
+
+  Returns:
+    The stride the blocks themselves must reach: output_stride / input_stride.
+
+  Raises:
+    ValueError: If `output_stride` is not a positive integer, not a multiple
+      of `input_stride`, or not reachable by the blocks; the message lists
+      the reachable values.
+  """
+  check_positive_int(output_stride, 'resnet_v2', 'output_stride')
+  if output_stride % input_stride:
+    raise ValueError(
+        f'output_stride must be a multiple of {input_stride} when the root '
+        f'block is included (conv1 and pool1 stride by {input_stride}), got '
+        f'{output_stride}.')
+  reachable = reachable_output_strides(blocks, input_stride)
+  if output_stride not in reachable:
+    raise ValueError(
+        f'The target output_stride {output_stride} cannot be reached by '
+        f'these blocks; reachable values are {reachable}.')
+  return output_stride // input_stride
 
 
 def subsample(inputs, factor, scope=None):
@@ -180,7 +206,7 @@ def conv2d_same(inputs, num_outputs, kernel_size, stride, rate=1, scope=None):
 
 @add_arg_scope
 def stack_blocks_dense(net, blocks, output_stride=None,
-                       outputs_collections=None):
+                       outputs_collections=None, input_stride=1):
   """Stacks ResNet `Block`s and controls the output feature density.
 
   Units get the scopes 'block_name/unit_1', 'block_name/unit_2', ...
@@ -195,8 +221,13 @@ def stack_blocks_dense(net, blocks, output_stride=None,
   Args:
     net: A 4-D tensor [batch, height, width, channels].
     blocks: A non-empty list of `Block`s.
-    output_stride: None for the nominal stride, else the target stride.
+    output_stride: None for the nominal stride, else the target stride,
+      counted from the image.
     outputs_collections: End-point dict(s) for every block's output.
+    input_stride: The stride of `net` relative to the image (4 after slim's
+      root block; `resnet_v2` passes it so that `output_stride` and its
+      errors speak of the whole network). An addition to slim's signature;
+      with the default 1, `output_stride` is slim's.
 
   Returns:
     The output tensor, at stride `output_stride` if given.
@@ -206,11 +237,7 @@ def stack_blocks_dense(net, blocks, output_stride=None,
   """
   blocks = check_blocks(blocks)
   if output_stride is not None:
-    reachable = reachable_output_strides(blocks)
-    if output_stride not in reachable:
-      raise ValueError(
-          f'The target output_stride {output_stride} cannot be reached by '
-          f'these blocks; reachable values are {reachable}.')
+    output_stride = check_output_stride(blocks, output_stride, input_stride)
   # The running stride of the activations, and the atrous rate used once it
   # has reached output_stride.
   current_stride = 1

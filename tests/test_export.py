@@ -8,17 +8,16 @@ import pytest
 import tensorflow as tf
 
 import resnet_v2
-from experiments import export
-from experiments import networks
-from experiments import preprocessing
+from experiments.lib import export
+from experiments.lib import preprocessing
 
 SIZE = 16
 
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
-  model = networks.build(resnet_v2.parse_blocks('4x1/2, 8x1'), 5, SIZE,
-                         stem='cifar', scope='resnet_v2')
+  model = resnet_v2.build_model(resnet_v2.parse_blocks('4x1/2, 8x1'), 5,
+                                input_shape=(SIZE, SIZE, 3), stem='cifar')
   # Non-trivial BatchNorm statistics, so inference mode matters.
   for weight in model.weights:
     if 'moving' in weight.path:

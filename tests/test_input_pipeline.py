@@ -7,8 +7,8 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from experiments import datasets
-from experiments import input_pipeline
+from experiments.lib import datasets
+from experiments.lib import input_pipeline
 
 
 def _context(pipelines=1, index=0):

@@ -115,8 +115,8 @@ def test_a_taken_port_fails_fast_with_a_clear_message(tmp_path):
      'task worker:3 is not in its cluster'),
 ])
 def test_a_malformed_tf_config_is_named(tf_config, message):
-  from experiments import cluster  # pylint: disable=g-import-not-at-top
-  from experiments.config import ConfigError  # pylint: disable=g-import-not-at-top
+  from experiments.lib import cluster  # pylint: disable=g-import-not-at-top
+  from experiments.lib.config import ConfigError  # pylint: disable=g-import-not-at-top
   with pytest.raises(ConfigError, match=message):
     cluster.check_tf_config({'TF_CONFIG': tf_config})
 

@@ -10,11 +10,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import datasets
-from experiments import schedules
-from experiments import train
-from experiments.config import Config
-from experiments.config import ConfigError
+import resnet_v2
+from experiments.lib import cluster
+from experiments.lib import datasets
+from experiments.lib import network
+from experiments.lib import optimization
+from experiments.lib import steps
+from experiments.lib import train
+from experiments.lib.config import Config
+from experiments.lib.config import ConfigError
 from tests import run_cli
 
 TINY = dict(dataset='digits', blocks='4x1/2, 8x1', stem='cifar', batch_size=32,
@@ -76,12 +80,12 @@ def test_missing_imagenet_says_where_and_how(tmp_path):
 
 
 def test_learning_rate_schedules():
-  cosine = schedules.WarmupDecay(0.4, 100, warmup_steps=10)
+  cosine = optimization.WarmupDecay(0.4, 100, warmup_steps=10)
   assert float(cosine(0)) == pytest.approx(0.04)
   assert float(cosine(9)) == pytest.approx(0.4)
   assert float(cosine(55)) == pytest.approx(0.2)
   assert float(cosine(100)) == pytest.approx(0.0, abs=1e-7)
-  step = schedules.WarmupDecay(0.1, 64000, warmup_steps=400, decay='step',
+  step = optimization.WarmupDecay(0.1, 64000, warmup_steps=400, decay='step',
                                boundaries=[32000, 48000], warmup_lr=0.01)
   assert [round(float(step(s)), 6) for s in (0, 399, 400, 31999, 32000, 48000)] == [
       0.01, 0.01, 0.1, 0.1, 0.01, 0.001]
@@ -170,9 +174,9 @@ def test_auto_settings_pick_bfloat16_where_the_cpu_has_it_and_no_xla_on_cpu():
   with open('/proc/cpuinfo', encoding='utf-8') as f:
     native = any(flag in line.split() for line in f if line.startswith('flags')
                  for flag in ('avx512_bf16', 'amx_bf16'))
-  precision, jit = train.fastest_settings(Config(**TINY))
+  precision, jit = cluster.resolve_auto_settings(Config(**TINY))
   assert precision == ('mixed_bfloat16' if native else 'float32') and jit is False
-  assert train.fastest_settings(Config(**dict(TINY, precision='float32'), jit_compile=True)) == (
+  assert cluster.resolve_auto_settings(Config(**dict(TINY, precision='float32'), jit_compile=True)) == (
       'float32', True)
 
 
@@ -204,18 +208,17 @@ def test_init_checkpoint_from_tf_slim_and_from_ours(tmp_path):
 
 def test_stand_ins_for_corrupt_images_do_not_train():
   """A batch of zero-weight stand-ins: zero loss, no update, all counted."""
-  import resnet_v2  # pylint: disable=g-import-not-at-top
-  from experiments import networks  # pylint: disable=g-import-not-at-top
-  config = Config(**dict(TINY, weight_decay=0.0), model_dir='unused')
+  config = Config(**dict(TINY, weight_decay=0.0, precision='float32'),
+                  model_dir='unused')
   strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
   with strategy.scope():
-    model = networks.build(resnet_v2.parse_blocks('4x1/2, 8x1'), 10, 8, 'cifar', 0.0)
-    optimizer = train.make_optimizer(config, 0.1, model)
+    model = network.build(config, 10, 8)
+    optimizer = optimization.make_optimizer(config, 0.1, model)
   batch = (tf.random.normal([32, 8, 8, 3]), tf.zeros([32], tf.int32),
            tf.zeros([32]), tf.ones([32], tf.int32))
   dataset = strategy.experimental_distribute_dataset(
       tf.data.Dataset.from_tensors(batch).repeat())
-  loop = train.make_train_loop(config, strategy, model, optimizer, 10)
+  loop = steps.make_multi_step(config, strategy, model, optimizer, 10)
   before = [w.numpy() for w in model.trainable_weights]
   losses, correct, skipped = loop(iter(dataset), tf.constant(2))
   assert losses.numpy().tolist() == [0.0, 0.0]
@@ -225,13 +228,12 @@ def test_stand_ins_for_corrupt_images_do_not_train():
 
 
 def test_cifar_script_builds_the_papers_network_and_trains(tmp_path):
-  from experiments import networks  # pylint: disable=g-import-not-at-top
-  blocks = networks.cifar_blocks(164)
+  blocks = resnet_v2.cifar_blocks(164)
   assert [(b.scope, len(b.args), b.args[0]['depth_bottleneck'], b.args[-1]['stride'])
           for b in blocks] == [('block1', 18, 16, 2), ('block2', 18, 32, 2),
                                ('block3', 18, 64, 1)]
   with pytest.raises(ValueError, match='depth 9n\\+2'):
-    networks.cifar_blocks(50)
+    resnet_v2.cifar_blocks(50)
   output = run_cli.run('experiments.cifar', '--dataset=synthetic', '--num_classes=10',
                        '--depth=11', '--batch_size=8', '--train_steps=4',
                        '--steps_per_loop=2', '--log_every=2', '--lr_boundary_steps=2',

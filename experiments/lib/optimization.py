@@ -1,4 +1,9 @@
-"""The learning-rate schedule: warm-up, then cosine or step decay."""
+"""How a run optimises: its length, its learning-rate schedule, its optimizer.
+
+SGD with momentum (loss-scaled under float16), on a schedule of warm-up then
+cosine or step decay, with rates given per --lr_reference_batch images and
+scaled linearly with the global batch (Goyal et al. 2017).
+"""
 
 import math
 
@@ -63,3 +68,47 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     return {'base_lr': self.base_lr, 'total_steps': self.total_steps,
             'warmup_steps': self.warmup_steps, 'decay': self.decay,
             'boundaries': self.boundaries, 'warmup_lr': self.warmup_lr}
+
+
+def total_steps(config, num_train):
+  """The run's length in steps, from --train_steps or --train_epochs.
+
+  Args:
+    config: A `Config`.
+    num_train: Examples in the training split.
+
+  Returns:
+    --train_steps if given, else the steps of --train_epochs (90 if neither
+    is given) at the global batch size, at least 1.
+  """
+  if config.train_steps is not None:
+    return config.train_steps
+  epochs = 90 if config.train_epochs is None else config.train_epochs
+  return max(1, math.ceil(epochs * num_train / config.batch_size))
+
+
+def make_schedule(config, num_train):
+  """The learning-rate schedule of a config whose train_steps is resolved."""
+  steps_per_epoch = num_train / config.batch_size
+  warmup = (config.warmup_steps if config.warmup_steps is not None
+            else round(config.warmup_epochs * steps_per_epoch))
+  boundaries = (config.lr_boundary_steps if config.lr_boundary_steps is not None
+                else [round(e * steps_per_epoch) for e in config.lr_boundary_epochs])
+  return WarmupDecay(
+      config.base_lr * config.batch_size / config.lr_reference_batch,
+      config.train_steps, warmup_steps=min(warmup, config.train_steps),
+      decay=config.lr_decay, boundaries=boundaries, warmup_lr=config.warmup_lr)
+
+
+def make_optimizer(config, schedule, model):
+  """SGD with momentum (loss-scaled for float16), built for `model`.
+
+  Building it makes the slot variables now, so that a checkpoint restore
+  finds them.
+  """
+  optimizer = keras.optimizers.SGD(learning_rate=schedule,
+                                   momentum=config.momentum)
+  if config.precision == 'mixed_float16':
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  optimizer.build(model.trainable_variables)
+  return optimizer

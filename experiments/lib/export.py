@@ -21,7 +21,7 @@ import shutil
 
 import tensorflow as tf
 
-from experiments import preprocessing
+from experiments.lib import preprocessing
 
 _JPEG_MAGIC = b'\xff\xd8\xff'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -85,13 +85,6 @@ class Servable(tf.Module):
     return self._outputs(images)
 
 
-def encoded_preprocess_fn(augment, image_size):
-  """The evaluation preprocessing of encoded bytes for a data source's style."""
-  if augment == 'inception':
-    return lambda b: preprocessing.imagenet_eval(b, image_size)
-  return lambda b: preprocessing.small_eval(preprocessing.decode(b), image_size)
-
-
 def export_saved_model(model, export_dir, image_size, augment, top_k=5):
   """Writes the SavedModel atomically: a failed export never leaves a half one.
 
@@ -107,7 +100,7 @@ def export_saved_model(model, export_dir, image_size, augment, top_k=5):
     export_dir.
   """
   servable = Servable(model, image_size,
-                      encoded_preprocess_fn(augment, image_size), top_k)
+                      preprocessing.eval_fn(augment, image_size), top_k)
   parent = os.path.dirname(os.path.abspath(export_dir))
   os.makedirs(parent, exist_ok=True)
   staging = f'{export_dir}.tmp-{os.getpid()}'

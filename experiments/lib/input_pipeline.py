@@ -25,31 +25,27 @@ iterators cannot be checkpointed, and this needs no iterator state.)
 
 import tensorflow as tf
 
-from experiments import preprocessing
+from experiments.lib import preprocessing
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 def _preprocess_fn(source, image_size, training, seed, pipeline_id, num_pipelines):
   """Returns fn(index, (image, label)) -> (image, label, index)."""
+  if training:
+    preprocess = preprocessing.train_fn(source.augment, image_size,
+                                        source.encoded, source.pad, source.flip)
+  else:
+    preprocess = preprocessing.eval_fn(source.augment, image_size, source.encoded)
 
   def fn(index, example):
     image, label = example
-    # A distinct, reproducible seed per example and pipeline.
-    example_seed = tf.stack([tf.constant(seed, tf.int64),
-                             index * num_pipelines + pipeline_id])
-    if training and source.augment == 'inception':
-      image = preprocessing.imagenet_train(image, image_size, example_seed)
-    elif source.augment == 'inception':
-      image = preprocessing.imagenet_eval(image, image_size)
+    if training:
+      # A distinct, reproducible seed per example and pipeline.
+      image = preprocess(image, tf.stack([tf.constant(seed, tf.int64),
+                                          index * num_pipelines + pipeline_id]))
     else:
-      if source.encoded:
-        image = preprocessing.decode(image)
-      if training:
-        image = preprocessing.small_train(image, image_size, example_seed,
-                                          source.pad, source.flip)
-      else:
-        image = preprocessing.small_eval(image, image_size)
+      image = preprocess(image)
     image = tf.ensure_shape(image, [image_size, image_size, 3])
     return image, tf.cast(label, tf.int32), index
 

@@ -123,3 +123,48 @@ def small_train(image, image_size, seed, pad, flip):
 def small_eval(image, image_size):
   """Resizes (if needed) and scales a small image for evaluation/serving."""
   return normalize(tf.image.resize(image, [image_size, image_size]))
+
+
+def train_fn(augment, image_size, encoded, pad=4, flip=True):
+  """The training preprocessing of a data source's style.
+
+  Args:
+    augment: 'inception' (random-resized crop + flip of encoded images) or
+      'pad_crop' (CIFAR-style).
+    image_size: Output height and width.
+    encoded: True if images arrive as encoded bytes, False for uint8 arrays.
+    pad: Padding of 'pad_crop'.
+    flip: Random left-right flips of 'pad_crop'.
+
+  Returns:
+    fn(image, seed) -> float32 [image_size, image_size, 3] in [-1, 1].
+  """
+  if augment == 'inception':
+    return lambda image, seed: imagenet_train(image, image_size, seed)
+
+  def fn(image, seed):
+    image = decode(image) if encoded else image
+    return small_train(image, image_size, seed, pad, flip)
+
+  return fn
+
+
+def eval_fn(augment, image_size, encoded=True):
+  """The evaluation (and serving) preprocessing of a data source's style.
+
+  Args:
+    augment: The source's style, as for `train_fn`.
+    image_size: Output height and width.
+    encoded: True if images arrive as encoded bytes, False for uint8 arrays.
+
+  Returns:
+    fn(image) -> float32 [image_size, image_size, 3] in [-1, 1].
+  """
+  if augment == 'inception':
+    return lambda image: imagenet_eval(image, image_size)
+
+  def fn(image):
+    image = decode(image) if encoded else image
+    return small_eval(image, image_size)
+
+  return fn

@@ -1,0 +1,137 @@
+"""The command line of the recipes: `Config` fields -> absl flags -> `Config`.
+
+Each recipe calls `define_flags(Config(...its recipe...))` at import, so its
+recipe is the flags' defaults, then `run_main()`. Everything about a flag
+(type, help, group, choices, bounds) comes from its `Config` field; this
+module only translates.
+"""
+
+import dataclasses
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from experiments.lib import config as config_lib
+from experiments.lib.config import Config
+from experiments.lib.config import ConfigError
+
+FLAGS = flags.FLAGS
+
+# A flag given on the command line replaces the recipe's default for its
+# alternative: --blocks for --depth, --train_steps for --train_epochs.
+_ALTERNATIVES = (('blocks', 'depth'), ('depth', 'blocks'),
+                 ('train_steps', 'train_epochs'),
+                 ('train_epochs', 'train_steps'))
+
+
+def _group(field):
+  # absl groups --helpfull by the module that defined a flag, sorted by name;
+  # naming that "module" after the field's purpose (numbered, for the order)
+  # groups the flags by purpose.
+  index = config_lib.GROUPS.index(field.metadata['group'])
+  return (f'resnet-v2 flags {index + 1}/{len(config_lib.GROUPS)}: '
+          f'{field.metadata["group"]}')
+
+
+def define_flags(defaults):
+  """Defines one flag per `Config` field, with this recipe's values as defaults.
+
+  Args:
+    defaults: A `Config` holding the recipe.
+  """
+  types = config_lib.field_types()
+  for field in dataclasses.fields(Config):
+    name, value = field.name, getattr(defaults, field.name)
+    kind, spellings = types[name], field.metadata['spellings']
+    common = dict(help=field.metadata['help'], module_name=_group(field))
+    if spellings:
+      word = next(w for w, v in spellings.items() if v == value)
+      flags.DEFINE_enum(name, word, list(spellings), **common)
+    elif kind is bool:
+      flags.DEFINE_bool(name, value, **common)
+    elif kind is int:
+      flags.DEFINE_integer(name, value, **common)
+    elif kind is float:
+      flags.DEFINE_float(name, value, **common)
+    elif kind is str:
+      flags.DEFINE_string(name, value, **common)
+    else:  # A sequence: a comma-separated list.
+      flags.DEFINE_list(name, None if value is None else [str(v) for v in value],
+                        **common)
+
+
+def config_from_flags():
+  """Returns the `Config` given by the parsed flags.
+
+  Raises:
+    ConfigError: For a value that does not parse or does not pass
+      `Config.check`.
+  """
+  types = config_lib.field_types()
+  values = {}
+  for field in dataclasses.fields(Config):
+    value, spellings = FLAGS[field.name].value, field.metadata['spellings']
+    if spellings:
+      value = spellings[value]
+    elif value is not None and isinstance(value, list):
+      element = _element_type(types[field.name])
+      try:
+        value = tuple(element(v) for v in value)
+      except ValueError:
+        raise ConfigError(
+            f'--{field.name}={",".join(value)}: expected a comma-separated '
+            f'list of {element.__name__} values.') from None
+    values[field.name] = value
+  for given, replaced in _ALTERNATIVES:
+    if FLAGS[given].present and not FLAGS[replaced].present:
+      values[replaced] = None
+  return Config(**values)
+
+
+def _element_type(kind):
+  """The element type of a Sequence[...] field type (float if unstated)."""
+  args = getattr(kind, '__args__', None)
+  return args[0] if args else float
+
+
+def run(config):
+  """Runs `config`; a one-paragraph error, no traceback, for expected errors.
+
+  Returns:
+    The run's summary (see `train.run`).
+  """
+  # Imported here, after the flags are checked, so that a bad flag is
+  # reported without waiting for TensorFlow to start.
+  from experiments.lib import datasets  # pylint: disable=g-import-not-at-top
+  from experiments.lib import train  # pylint: disable=g-import-not-at-top
+  try:
+    summary = train.run(config)
+  except (ConfigError, datasets.DataError, train.NonFiniteLossError) as e:
+    _exit_with(e)
+  logging.info('Done: %s', {k: v for k, v in summary.items() if v is not None})
+  return summary
+
+
+def _exit_with(error):
+  logging.error('%s', error)
+  sys.exit(f'error: {error}')
+
+
+def parsed_config():
+  """The `Config` of the parsed flags, or a clean exit naming the bad flag."""
+  try:
+    return config_from_flags()
+  except ConfigError as e:
+    _exit_with(e)
+
+
+def main(argv):
+  """An absl main that runs the experiment the flags describe."""
+  del argv
+  run(parsed_config())
+
+
+def run_main():
+  app.run(main)

@@ -1,0 +1,90 @@
+"""What a run tells a person: progress lines, summaries, metrics.jsonl.
+
+Every worker logs; only the chief writes TensorBoard summaries (in
+model_dir/train and model_dir/eval) and model_dir/metrics.jsonl.
+"""
+
+import json
+import os
+import time
+
+from absl import logging
+import tensorflow as tf
+
+
+class Reporter:
+  """Summaries and metrics.jsonl (chief only) for the 'train' and 'eval' splits."""
+
+  def __init__(self, model_dir, chief):
+    self.chief = chief
+    self.metrics_path = os.path.join(model_dir, 'metrics.jsonl')
+    if chief:
+      tf.io.gfile.makedirs(model_dir)
+      self.writers = {split: tf.summary.create_file_writer(
+          os.path.join(model_dir, split)) for split in ('train', 'eval')}
+    else:
+      self.writers = {split: tf.summary.create_noop_writer()
+                      for split in ('train', 'eval')}
+
+  def write(self, split, step, values):
+    """Records {name: number} at `step` for 'train' or 'eval'."""
+    with self.writers[split].as_default(step=step):
+      for name, value in values.items():
+        tf.summary.scalar(name, value)
+    if self.chief:
+      record = {'step': step, 'split': split, 'time': time.time(), **values}
+      with tf.io.gfile.GFile(self.metrics_path, 'a') as f:
+        f.write(json.dumps(record) + '\n')
+
+  def eval_result(self, step, result):
+    """Logs and records an evaluation (see `train.evaluate`)."""
+    logging.info('eval at step %d: top-1 %.2f%%, top-5 %.2f%%, loss %.4f on %d '
+                 'images (%d undecodable skipped)', step, 100 * result['top1'],
+                 100 * result['top5'], result['loss'], result['images'],
+                 result['skipped'])
+    self.write('eval', step,
+               {k: float(result[k]) for k in ('loss', 'top1', 'top5')})
+
+
+def duration(seconds):
+  """'1h02m03s' for 3723 seconds."""
+  seconds = int(seconds)
+  return f'{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s'
+
+
+class Progress:
+  """Sums training results between progress lines and writes those lines."""
+
+  def __init__(self, batch_size, total_steps):
+    self._batch_size, self._total_steps = batch_size, total_steps
+    self.skipped = 0  # Undecodable images in this run so far.
+    self._reset()
+
+  def _reset(self):
+    self._start, self._steps, self._loss, self._correct = time.time(), 0, 0.0, 0.0
+
+  def add(self, step, losses, correct, skipped):
+    """Adds the results of the steps that ended at `step`."""
+    self._steps += len(losses)
+    self._loss += float(losses.sum())
+    self._correct += float(correct)
+    if skipped:
+      self.skipped += int(skipped)
+      logging.warning('Skipped %d undecodable images before step %d (%d so '
+                      'far in this run).', int(skipped), step, self.skipped)
+
+  def report(self, reporter, step, learning_rate):
+    """Logs a progress line and records its numbers, then starts anew."""
+    elapsed = time.time() - self._start
+    speed = self._steps * self._batch_size / max(elapsed, 1e-9)
+    values = {'loss': self._loss / self._steps,
+              'top1': self._correct / (self._steps * self._batch_size),
+              'learning_rate': learning_rate,
+              'images_per_second': speed,
+              'skipped_images': float(self.skipped)}
+    eta = (self._total_steps - step) * elapsed / self._steps
+    logging.info('step %d/%d  loss %.4f  top-1 %.2f%%  lr %.4g  %.1f images/s'
+                 '  ETA %s', step, self._total_steps, values['loss'],
+                 100 * values['top1'], learning_rate, speed, duration(eta))
+    reporter.write('train', step, values)
+    self._reset()

@@ -1,0 +1,99 @@
+"""The compiled functions of a run: several training steps, one eval step.
+
+Each runs `strategy.run` inside a `tf.function`, so the same code serves one
+device, mirrored GPUs, several workers and TPUs. Losses are scaled by the
+GLOBAL batch, because gradients are summed over replicas.
+"""
+
+import math
+
+import tensorflow as tf
+
+
+def make_multi_step(config, strategy, model, optimizer, num_classes):
+  """Returns multi_step(iterator, num_steps) -> per-step losses and sums.
+
+  Args:
+    config: A resolved `Config` (batch size, precision, XLA, label
+      smoothing).
+    strategy: The tf.distribute strategy.
+    model: The model, built in the strategy's scope.
+    optimizer: Its optimizer, built for it.
+    num_classes: Logits width.
+
+  Returns:
+    multi_step(iterator, num_steps) running `num_steps` steps in one call and
+    returning (losses [num_steps], correct, skipped): the loss of each step,
+    the number of correctly classified and of skipped (undecodable) images.
+  """
+  global_batch = config.batch_size
+  replicas = strategy.num_replicas_in_sync
+
+  def forward_backward(images, labels, weights):
+    with tf.GradientTape() as tape:
+      logits = model(images, training=True)
+      targets = tf.one_hot(labels, num_classes)
+      if config.label_smoothing:
+        targets = (targets * (1 - config.label_smoothing)
+                   + config.label_smoothing / num_classes)
+      cross_entropy = tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+      # Stand-ins for corrupt images have weight 0.
+      loss = tf.reduce_sum(cross_entropy * weights) / global_batch
+      if model.losses:
+        loss += tf.add_n(model.losses) / replicas
+      if config.fail_at_step is not None:
+        loss *= tf.where(optimizer.iterations + 1 == config.fail_at_step,
+                         math.nan, 1.0)
+      scaled = (optimizer.scale_loss(loss)
+                if config.precision == 'mixed_float16' else loss)
+    grads = tape.gradient(scaled, model.trainable_variables)
+    correct = tf.reduce_sum(weights * tf.cast(
+        tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
+        tf.float32))
+    return loss, grads, correct
+
+  if config.jit_compile:
+    forward_backward = tf.function(forward_backward, jit_compile=True)
+
+  def replica_step(batch):
+    images, labels, weights, skipped = batch
+    loss, grads, correct = forward_backward(images, labels, weights)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return loss, correct, tf.reduce_sum(skipped)
+
+  @tf.function
+  def multi_step(iterator, num_steps):
+    losses = tf.TensorArray(tf.float32, size=num_steps)
+    correct = skipped = tf.constant(0.0)
+    for i in tf.range(num_steps):
+      loss, step_correct, step_skipped = strategy.run(
+          replica_step, args=(next(iterator),))
+      reduce = lambda x: strategy.reduce('SUM', x, axis=None)
+      losses = losses.write(i, reduce(loss))
+      correct += reduce(step_correct)
+      skipped += tf.cast(reduce(step_skipped), tf.float32)
+    return losses.stack(), correct, skipped
+
+  return multi_step
+
+
+def make_eval_step(strategy, model):
+  """Returns eval_step(batch) -> sums of loss, top-1, top-5 and weight."""
+
+  def replica_step(batch):
+    images, labels, weights, _ = batch
+    logits = tf.cast(model(images, training=False), tf.float32)
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+    top1 = tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)
+    top5 = tf.cast(tf.math.in_top_k(labels, logits, min(5, logits.shape[-1])),
+                   tf.float32)
+    return tf.stack([tf.reduce_sum(cross_entropy * weights),
+                     tf.reduce_sum(top1 * weights),
+                     tf.reduce_sum(top5 * weights), tf.reduce_sum(weights)])
+
+  @tf.function
+  def eval_step(batch):
+    return strategy.reduce('SUM', strategy.run(replica_step, args=(batch,)),
+                           axis=None)
+
+  return eval_step

@@ -1,0 +1,307 @@
+"""The run and its training loop, under any tf.distribute strategy.
+
+`run(config)` reads top to bottom: where this process runs (devices,
+strategy); the data; the resolved configuration; model, optimizer and
+checkpoint (resuming if `model_dir` has one); then evaluation, export, or
+`loop`, in compiled calls of several steps with progress lines,
+summaries, periodic checkpoints and evaluations; then the SavedModel. The
+same code runs on one device, mirrored GPUs, several workers and TPUs.
+
+Faults: SIGTERM (preemption) makes every worker save at the same step and
+stop cleanly; rerunning the same command resumes. A non-finite loss stops the
+run naming the step, without saving over the last good checkpoint.
+Checkpoints are written by TF's CheckpointManager, which only records a
+checkpoint once all its files are complete, so a hard kill loses at most the
+steps since the last one.
+"""
+
+import dataclasses
+import os
+import signal
+import time
+from typing import Any, Callable
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from experiments.lib import cluster
+from experiments.lib import datasets
+from experiments.lib import export
+from experiments.lib import input_pipeline
+from experiments.lib import network
+from experiments.lib import optimization
+from experiments.lib import reporting
+from experiments.lib import steps
+from experiments.lib.config import Config
+from experiments.lib.config import ConfigError
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN or infinite; the message names the step."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+  """Everything the loop and the evaluation work on, made once by `run`.
+
+  Attributes:
+    config: The resolved `Config`: no 'auto' left, and num_classes,
+      image_size and train_steps filled in from the data.
+    strategy: The tf.distribute strategy.
+    agree: cluster.make_agree's collective vote of all workers.
+    source: The `datasets.Source`.
+    model: The model, built in the strategy's scope.
+    optimizer: Its optimizer (whose `iterations` is the step).
+    checkpoints: The `tf.train.CheckpointManager` of this worker.
+    reporter: The `reporting.Reporter`.
+  """
+  config: Config
+  strategy: tf.distribute.Strategy
+  agree: Callable[[Any], Any]
+  source: datasets.Source
+  model: keras.Model
+  optimizer: keras.optimizers.Optimizer
+  checkpoints: tf.train.CheckpointManager
+  reporter: reporting.Reporter
+
+  @property
+  def step(self):
+    return int(self.optimizer.iterations.numpy())
+
+
+def resolve(config, source=None):
+  """Returns `config` with every value the run decides filled in.
+
+  Args:
+    config: A `Config`; it is not changed.
+    source: The `datasets.Source`, to fill in what depends on the data; None
+      to resolve only what depends on the machine.
+
+  Returns:
+    A new `Config`: --precision and --jit_compile for this machine, the seed
+    of a --deterministic run, and with a source, num_classes, image_size and
+    train_steps.
+
+  Raises:
+    ConfigError: If --num_classes differs from the data's.
+  """
+  precision, jit_compile = cluster.resolve_auto_settings(config)
+  seed = 0 if config.deterministic and config.seed is None else config.seed
+  config = dataclasses.replace(config, precision=precision,
+                               jit_compile=jit_compile, seed=seed)
+  if source is None:
+    return config
+  if config.num_classes not in (None, source.num_classes):
+    raise ConfigError(f'--num_classes={config.num_classes}, but {source.name} '
+                      f'has {source.num_classes} classes.')
+  return dataclasses.replace(
+      config, num_classes=source.num_classes,
+      image_size=config.image_size or source.image_size,
+      train_steps=optimization.total_steps(config, source.num_train),
+      train_epochs=None)
+
+
+def run(config):
+  """Runs an experiment: train, evaluate and/or export, as config.mode says.
+
+  Args:
+    config: A `Config`; it is not changed.
+
+  Returns:
+    A dict summarizing the run: 'step', 'status' ('finished', 'preempted',
+    'evaluated' or 'exported'), 'eval' results and 'export_dir' when made.
+
+  Raises:
+    ConfigError: For an unusable configuration.
+    datasets.DataError: For missing data.
+    NonFiniteLossError: If the loss becomes NaN or infinite.
+  """
+  config = resolve(config)
+  cluster.configure_devices(config)
+  strategy, agree = cluster.start_strategy(config)
+  chief = cluster.is_chief(strategy)
+  latest = tf.train.latest_checkpoint(config.model_dir)
+  if config.mode in ('eval', 'export') and not (latest or config.init_checkpoint):
+    raise ConfigError(f'--mode={config.mode} needs a checkpoint in '
+                      f'{config.model_dir} (there is none) or --init_checkpoint.')
+  source = datasets.load_source(config.dataset, config.data_dir,
+                                config.manual_dir, config.num_classes,
+                                config.image_size)
+  config = resolve(config, source)
+  write_dir = config.model_dir if chief else cluster.scratch_dir(strategy)
+  try:
+    session = _start_session(config, strategy, agree, source, write_dir,
+                             latest, chief)
+    export_dir = config.export_dir or os.path.join(config.model_dir, 'export')
+    if config.mode == 'eval':
+      result = evaluate(session)
+      session.reporter.eval_result(session.step, result)
+      return {'step': session.step, 'status': 'evaluated', 'eval': result}
+    if config.mode == 'export':
+      _export(session, export_dir if chief else os.path.join(write_dir, 'export'))
+      return {'step': session.step, 'status': 'exported', 'export_dir': export_dir}
+    summary = loop(session)
+    if summary['status'] == 'finished':
+      _export(session, export_dir if chief else os.path.join(write_dir, 'export'))
+      summary['export_dir'] = export_dir
+    return summary
+  finally:
+    if not chief:
+      cluster.remove_scratch_dir(write_dir)
+
+
+def _start_session(config, strategy, agree, source, write_dir, latest, chief):
+  """Builds model and optimizer and restores them (or initialises the model)."""
+  with strategy.scope():
+    model = network.build(config, config.num_classes, config.image_size)
+    optimizer = optimization.make_optimizer(
+        config, optimization.make_schedule(config, source.num_train), model)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+  manager = tf.train.CheckpointManager(checkpoint, write_dir,
+                                       max_to_keep=config.keep_checkpoints)
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+    logging.info('Resumed from %s at step %d.', latest,
+                 int(optimizer.iterations.numpy()))
+  elif config.init_checkpoint:
+    kind = network.load_init_checkpoint(model, config)
+    logging.info('Initialized from the %s checkpoint %s.', kind,
+                 config.init_checkpoint)
+  return Session(config, strategy, agree, source, model, optimizer, manager,
+                 reporting.Reporter(config.model_dir, chief))
+
+
+def _export(session, export_dir):
+  config = session.config
+  export.export_saved_model(session.model, export_dir, config.image_size,
+                            session.source.augment)
+  logging.info('Exported the SavedModel to %s.', export_dir)
+
+
+def _input_options(config):
+  if not config.input_per_replica:
+    return None
+  return tf.distribute.InputOptions(
+      experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA,
+      experimental_place_dataset_on_device=False)
+
+
+def evaluate(session):
+  """Evaluates on the whole eval split; returns {'loss', 'top1', 'top5', ...}."""
+  config = session.config
+  dataset = session.strategy.distribute_datasets_from_function(
+      input_pipeline.eval_dataset_fn(session.source, config.image_size,
+                                     config.batch_size),
+      _input_options(config))
+  eval_step = steps.make_eval_step(session.strategy, session.model)
+  totals = np.zeros(4)
+  for batch in dataset:
+    totals += eval_step(batch).numpy()
+  loss, top1, top5, count = totals
+  count = max(count, 1)
+  return {'loss': loss / count, 'top1': top1 / count, 'top5': top5 / count,
+          'images': int(totals[3]),
+          'skipped': session.source.num_eval - int(totals[3])}
+
+
+class _Preemption:
+  """Remembers a SIGTERM so that the loop can stop at a step boundary."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning('SIGTERM received: saving a checkpoint at the end of the '
+                    'current loop, then stopping.')
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def _train_iterator(session, step):
+  """The distributed training input from `step` on (see input_pipeline)."""
+  config = session.config
+  return iter(session.strategy.distribute_datasets_from_function(
+      input_pipeline.train_dataset_fn(
+          session.source, config.image_size, config.batch_size, config.seed or 0,
+          start_step=step, end_step=config.train_steps,
+          shuffle_buffer=config.shuffle_buffer),
+      _input_options(config)))
+
+
+def _next_boundary(config, step):
+  """The next step at which something must happen (log, save, eval, end)."""
+  return min([config.train_steps] + [
+      step // every * every + every for every in
+      (config.steps_per_loop, config.log_every, config.checkpoint_every,
+       config.eval_every or config.train_steps)])
+
+
+def loop(session):
+  """The training loop, from the restored step to config.train_steps.
+
+  Args:
+    session: The `Session` that `run` made.
+
+  Returns:
+    {'step', 'status' ('finished' or 'preempted'), 'eval', 'skipped_images'}.
+
+  Raises:
+    NonFiniteLossError: If the loss becomes NaN or infinite.
+  """
+  config, strategy, manager = session.config, session.strategy, session.checkpoints
+  step, total = session.step, config.train_steps
+  iterator = _train_iterator(session, step)
+  multi_step = steps.make_multi_step(config, strategy, session.model,
+                                     session.optimizer, config.num_classes)
+  logging.info('Training %s (%s parameters) on %s with %s (%d replicas), '
+               'global batch %d, %s, XLA %s, steps %d..%d.', session.model.name,
+               f'{session.model.count_params():,}', session.source.name,
+               type(strategy).__name__, strategy.num_replicas_in_sync,
+               config.batch_size, config.precision,
+               'on' if config.jit_compile else 'off', step, total)
+  result, start_time, last_saved = None, time.time(), step
+  progress = reporting.Progress(config.batch_size, total)
+  preemption = _Preemption()
+  try:
+    while step < total:
+      boundary = _next_boundary(config, step)
+      losses, correct, skipped = multi_step(iterator, tf.constant(boundary - step))
+      losses = losses.numpy()
+      bad = np.flatnonzero(~np.isfinite(losses))
+      if bad.size:
+        raise NonFiniteLossError(
+            f'The loss became {losses[bad[0]]} at step {step + bad[0] + 1}; '
+            f'training stopped. Nothing was saved after step {last_saved}: '
+            f'the last good checkpoint is {manager.latest_checkpoint}. Lower '
+            '--base_lr, check the input data, or use --precision=float32.')
+      step = boundary
+      progress.add(step, losses, correct, skipped)
+      if step % config.log_every == 0 or step == total:
+        progress.report(session.reporter, step,
+                        float(session.optimizer.learning_rate.numpy()))
+      if bool(session.agree(tf.constant(preemption.requested))):
+        manager.save(checkpoint_number=step)
+        logging.warning('Preempted at step %d: checkpoint saved in %s. Rerun '
+                        'the same command to resume.', step, config.model_dir)
+        return {'step': step, 'status': 'preempted', 'eval': result,
+                'skipped_images': progress.skipped}
+      if step % config.checkpoint_every == 0 or step == total:
+        manager.save(checkpoint_number=step)
+        last_saved = step
+      if config.mode == 'train_and_eval' and (
+          (config.eval_every and step % config.eval_every == 0) or step == total):
+        result = evaluate(session)
+        session.reporter.eval_result(step, result)
+  finally:
+    preemption.restore()
+  logging.info('Finished %d steps in %s.%s', step,
+               reporting.duration(time.time() - start_time),
+               f' Eval top-1 {100 * result["top1"]:.2f}%.' if result else '')
+  return {'step': step, 'status': 'finished', 'eval': result,
+          'skipped_images': progress.skipped}
