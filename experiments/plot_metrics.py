@@ -23,7 +23,7 @@ def read_metrics(path):
     for line in f:
       record = json.loads(line)
       for name, value in record.items():
-        if name not in ('step', 'split', 'time'):
+        if name not in ('step', 'split', 'time', 'run'):
           steps, values = series.setdefault(record['split'], {}).setdefault(
               name, ([], []))
           steps.append(record['step'])

@@ -1,8 +1,10 @@
 """Runs an experiment script as a user would: `python -m ...` in a subprocess."""
 
 import os
+import re
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,3 +30,14 @@ def start(module, *flags):
   return subprocess.Popen([sys.executable, '-m', module, *flags], cwd=ROOT,
                           env=env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(process, pattern, timeout=180):
+  """Reads a started process's output until a line matches; returns the lines read."""
+  lines, deadline = [], time.time() + timeout
+  for line in process.stdout:
+    lines.append(line)
+    if re.search(pattern, line):
+      return lines
+    assert time.time() < deadline, ''.join(lines[-50:])
+  raise AssertionError(f'{pattern!r} never appeared:\n' + ''.join(lines[-50:]))

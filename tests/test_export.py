@@ -77,3 +77,22 @@ def test_export_replaces_atomically(exported, tmp_path):
   export.export_saved_model(model, path, SIZE, 'pad_crop')  # over an old one
   assert sorted(p.name for p in tmp_path.iterdir()) == ['model']
   assert tf.saved_model.load(path).signatures['serving_default'] is not None
+
+
+@pytest.mark.parametrize('images, message', [
+    (np.zeros([SIZE, SIZE, 3], np.float32), r'expects float32 pixels \[batch, 16, 16, 3\]'),
+    (np.zeros([0, SIZE, SIZE, 3], np.float32), 'serve_images got an empty batch'),
+    (np.stack([np.zeros([SIZE, SIZE, 3]), np.full([SIZE, SIZE, 3], np.nan),
+               np.zeros([SIZE, SIZE, 3]), np.full([SIZE, SIZE, 3], np.inf)]).astype(np.float32),
+     r'NaN or infinite pixels in these images \(by index\):(.|\n)*\[1 3\]'),
+])
+def test_bad_pixels_are_clear_errors(exported, images, message):
+  _, loaded, _ = exported
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    loaded.signatures['serve_images'](images=tf.constant(images))
+
+
+def test_empty_batch_of_encoded_images_is_a_clear_error(exported):
+  _, loaded, _ = exported
+  with pytest.raises(tf.errors.InvalidArgumentError, match='serving_default got an empty batch'):
+    loaded.signatures['serving_default'](image_bytes=tf.constant([], tf.string))

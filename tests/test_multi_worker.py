@@ -133,3 +133,43 @@ def test_an_absent_peer_times_out_instead_of_hanging(tmp_path):
   assert result.returncode in (-signal.SIGTERM, -signal.SIGKILL), result.stdout[-3000:]
   assert time.time() - started < 90
   assert 'the multi-worker cluster was not up after 15s' in result.stdout
+
+
+def test_ctrl_c_through_the_launcher_saves_and_only_the_chief_serves(tmp_path):
+  """Ctrl-C (SIGINT to launch.local) makes both workers save at one step and
+  exit cleanly; the resumed group exports, and only the chief then reads the
+  export it wrote (a non-chief reading it could find it half-written)."""
+  process = _launch(2, tmp_path, '--train_steps=100000', '--log_every=5',
+                    '--steps_per_loop=5', '--checkpoint_every=1000')
+  run_cli.wait_for(process, r'\[worker 1\] .*step 10/', timeout=300)
+  process.send_signal(signal.SIGINT)
+  output = process.communicate(timeout=300)[0]
+  assert process.returncode == 128 + signal.SIGINT, output[-4000:]
+  stopped = {int(s) for s in re.findall(r'\[worker \d\] .*(?:Stopped|Preempted) at step (\d+)',
+                                        output)}
+  assert len(stopped) == 1 and 'Traceback' not in output, output[-4000:]
+  step = stopped.pop()
+  assert os.path.exists(tmp_path / f'ckpt-{step}.index')
+
+  show = [f for f in TRAIN if f != '--show=0'] + ['--show=2']
+  process = run_cli.start('launch.local', '--workers=2', '--grace_period=3', '--',
+                          sys.executable, '-m', 'experiments.digits',
+                          '--strategy=multi_worker', f'--model_dir={tmp_path}',
+                          *show, f'--train_steps={step + 5}', '--log_every=5',
+                          '--steps_per_loop=5')
+  output = process.communicate(timeout=300)[0]
+  assert process.returncode == 0, output[-4000:]
+  assert re.search(r'\[worker 0\] .*The reloaded SavedModel got', output)
+  assert not re.search(r'\[worker 1\] .*(reloaded SavedModel|SavedModel: digit)', output)
+
+
+def test_scratch_dirs_of_dead_workers_are_removed(tmp_path):
+  from experiments.lib import cluster  # pylint: disable=g-import-not-at-top
+  dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+  dead.wait()
+  stale = tmp_path / f'resnet_v2-scratch-{dead.pid}-worker_1-abc'
+  live = tmp_path / f'resnet_v2-scratch-{os.getpid()}-worker_2-def'
+  for path in (stale, live):
+    (path / 'variables').mkdir(parents=True)
+  assert cluster.remove_stale_scratch_dirs(str(tmp_path)) == [str(stale)]
+  assert not stale.exists() and live.exists()

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -105,17 +104,6 @@ def test_embedded_default_reaches_its_accuracy_bar(tmp_path):
   assert os.path.getsize(tmp_path / 'metrics.png') > 10_000
 
 
-def _wait_for(process, pattern, timeout=180):
-  """Reads the process's output until a line matches; returns all lines read."""
-  lines, deadline = [], time.time() + timeout
-  for line in process.stdout:
-    lines.append(line)
-    if re.search(pattern, line):
-      return lines
-    assert time.time() < deadline, ''.join(lines[-50:])
-  raise AssertionError(f'{pattern!r} never appeared:\n' + ''.join(lines[-50:]))
-
-
 def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
   """SIGKILL loses only the steps since the last checkpoint; SIGTERM saves and
   exits cleanly; with --deterministic the resumed run ends bit-identical."""
@@ -125,13 +113,13 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
   interrupted = tmp_path / 'interrupted'
   flags = ['--show=0', *_flags(interrupted, **steps)]
   process = run_cli.start('experiments.digits', *flags)
-  _wait_for(process, r'step 15/60')  # checkpoint 10 is complete by then
+  run_cli.wait_for(process, r'step 15/60')  # checkpoint 10 is complete by then
   process.kill()
   process.wait()
   assert tf.train.latest_checkpoint(str(interrupted)).endswith(('ckpt-10', 'ckpt-20'))
 
   process = run_cli.start('experiments.digits', *flags)
-  lines = _wait_for(process, r'step 35/60')
+  lines = run_cli.wait_for(process, r'step 35/60')
   assert any(re.search(r'Resumed from .*ckpt-(10|20) at step (10|20)', l) for l in lines)
   process.send_signal(signal.SIGTERM)
   output = ''.join(lines) + process.communicate(timeout=120)[0]

@@ -7,6 +7,7 @@ module only translates.
 """
 
 import dataclasses
+import signal
 import sys
 
 from absl import app
@@ -108,8 +109,12 @@ def run(config):
   from experiments.lib import train  # pylint: disable=g-import-not-at-top
   try:
     summary = train.run(config)
-  except (ConfigError, datasets.DataError, train.NonFiniteLossError) as e:
+  except (ConfigError, datasets.DataError, train.StoppedError) as e:
     _exit_with(e)
+  except KeyboardInterrupt:  # Ctrl-C outside the training loop.
+    logging.error('Interrupted by Ctrl-C; checkpoints are saved only from '
+                  'inside the training loop.')
+    sys.exit(128 + signal.SIGINT)
   logging.info('Done: %s', {k: v for k, v in summary.items() if v is not None})
   return summary
 

@@ -17,6 +17,7 @@ starts, and `StartupWatchdog` ends the process with a clear message if the
 cluster is not up within a deadline.
 """
 
+import glob
 import json
 import os
 import shutil
@@ -185,6 +186,9 @@ def _make_strategy(config):
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else '/cpu:0')
   if config.strategy == 'mirrored':
     gpus = tf.config.list_logical_devices('GPU')
+    if config.num_gpus > len(gpus):
+      raise ConfigError(f'--num_gpus={config.num_gpus}, but TensorFlow sees '
+                        f'{len(gpus)} GPUs on this machine.')
     if gpus:
       devices = [d.name for d in gpus[:config.num_gpus or len(gpus)]]
     else:
@@ -199,7 +203,11 @@ def _make_strategy(config):
           gpus_per_node=len(tf.config.list_physical_devices('GPU')))
     return tf.distribute.MultiWorkerMirroredStrategy(
         cluster_resolver=resolver, communication_options=options)
-  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu)
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu)
+  except (ValueError, tf.errors.OpError) as e:
+    raise ConfigError(f'--tpu={config.tpu!r}: no such TPU is reachable ({e}). '
+                      "Use the TPU's name, or 'local' on a TPU VM.") from None
   tf.config.experimental_connect_to_cluster(resolver)
   tf.tpu.experimental.initialize_tpu_system(resolver)
   return tf.distribute.TPUStrategy(resolver)
@@ -226,6 +234,11 @@ def start_strategy(config):
     strategy = _make_strategy(config)
     agree = make_agree(strategy)
     agree(tf.constant(False))
+  replicas = strategy.num_replicas_in_sync
+  if config.batch_size % replicas:
+    raise ConfigError(f'--batch_size={config.batch_size} is not divisible by '
+                      f'the {replicas} replicas: each replica takes an equal '
+                      f'share of the global batch. Use a multiple of {replicas}.')
   return strategy, agree
 
 
@@ -254,18 +267,53 @@ def is_chief(strategy):
           and 'chief' not in resolver.cluster_spec().as_dict())
 
 
+_SCRATCH_PREFIX = 'resnet_v2-scratch-'
+
+
 def scratch_dir(strategy):
   """A private directory for a non-chief worker's copy of what it saves.
 
   MultiWorkerMirroredStrategy needs every worker to take part in saving, but
-  only the chief's files may land in model_dir; the others save here. Use
-  `remove_scratch_dir` when done.
+  only the chief's files may land in model_dir; the others save here. Its
+  name holds this process's id, so that the directories of workers that were
+  killed before they could remove theirs are found and removed here, at the
+  next start. Use `remove_scratch_dir` when done.
   """
+  remove_stale_scratch_dirs()
   resolver = strategy.cluster_resolver
-  return tempfile.mkdtemp(
-      prefix=f'resnet_v2-{resolver.task_type}_{resolver.task_id}-')
+  return tempfile.mkdtemp(prefix=f'{_SCRATCH_PREFIX}{os.getpid()}-'
+                          f'{resolver.task_type}_{resolver.task_id}-')
 
 
 def remove_scratch_dir(path):
   """Removes what `scratch_dir` made, with everything saved in it."""
   shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale_scratch_dirs(root=None):
+  """Removes the scratch directories of processes that no longer run.
+
+  Args:
+    root: Where scratch directories are made (default: the temp directory).
+
+  Returns:
+    The directories removed.
+  """
+  removed = []
+  for path in glob.glob(os.path.join(root or tempfile.gettempdir(),
+                                     _SCRATCH_PREFIX + '*')):
+    pid = os.path.basename(path)[len(_SCRATCH_PREFIX):].split('-')[0]
+    if pid.isdigit() and not _running(int(pid)):
+      remove_scratch_dir(path)
+      removed.append(path)
+  return removed
+
+
+def _running(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Another user's process.
+    return True
+  return True

@@ -27,7 +27,7 @@ class ConfigError(ValueError):
   """A configuration that cannot run; the message says what to change."""
 
 
-def _field(default, group, help_text, choices=None, minimum=None,
+def _field(default, group, help_text, choices=None, minimum=None, below=None,
            spellings=None):
   """A Config field with its flag's description.
 
@@ -37,11 +37,12 @@ def _field(default, group, help_text, choices=None, minimum=None,
     help_text: The flag's help.
     choices: The allowed values, if only some are.
     minimum: The smallest allowed value of a number (None: any, or none given).
+    below: A bound that a number must stay below.
     spellings: For a field whose flag takes words, {word: value}.
   """
   return dataclasses.field(default=default, metadata={
       'group': group, 'help': help_text, 'choices': choices,
-      'minimum': minimum, 'spellings': spellings})
+      'minimum': minimum, 'below': below, 'spellings': spellings})
 
 
 def _depth_help():
@@ -126,12 +127,13 @@ class Config:
   warmup_lr: Optional[float] = _field(
       None, OPTIMISATION, 'A constant warm-up rate instead of a linear ramp '
       '(e.g. 0.01 for ResNet-1001).', minimum=0)
-  momentum: float = _field(0.9, OPTIMISATION, 'SGD momentum.', minimum=0)
+  momentum: float = _field(0.9, OPTIMISATION, 'SGD momentum.', minimum=0,
+                           below=1)
   weight_decay: float = _field(
       1e-4, OPTIMISATION, "slim's L2 weight decay on conv kernels (not biases "
       'or BatchNorm).', minimum=0)
   label_smoothing: float = _field(
-      0.0, OPTIMISATION, 'Label smoothing (0: none).', minimum=0)
+      0.0, OPTIMISATION, 'Label smoothing (0: none).', minimum=0, below=1)
   # Distribution and speed.
   strategy: str = _field(
       'one_device', DISTRIBUTION, 'one_device, mirrored (all local GPUs), '
@@ -215,6 +217,10 @@ class Config:
           v is not None and v < meta['minimum'] for v in values):
         raise ConfigError(f'--{field.name} must be at least '
                           f'{meta["minimum"]}, got {_flag_text(value)}.')
+      if meta['below'] is not None and any(
+          v is not None and v >= meta['below'] for v in values):
+        raise ConfigError(f'--{field.name} must be below {meta["below"]}, got '
+                          f'{_flag_text(value)}.')
     if (self.depth is None) == (self.blocks is None):
       raise ConfigError('Give exactly one of --depth and --blocks.')
     if self.train_steps is not None and self.train_epochs is not None:

@@ -8,7 +8,10 @@ how to augment it) and a function giving one worker's shard of a split as a
 
 import dataclasses
 import os
-from typing import Callable
+import stat
+from typing import Callable, Mapping, Optional, Sequence
+
+from absl import logging
 
 import numpy as np
 import tensorflow as tf
@@ -38,6 +41,8 @@ class Source:
     read: read(split, num_shards, shard_index) -> a Dataset of (image, label)
       for split 'train' or 'eval', in a fixed order (the input pipeline
       shuffles).
+    files: For data read from files, {split: the file of each example, in
+      the order `read(split, 1, 0)` gives them}, to name bad files.
   """
   name: str
   num_classes: int
@@ -49,6 +54,7 @@ class Source:
   read: Callable[..., tf.data.Dataset]
   pad: int = 4
   flip: bool = True
+  files: Optional[Mapping[str, Sequence[str]]] = None
 
 
 _TFDS = {
@@ -106,46 +112,86 @@ def _tfds_source(name, data_dir, manual_dir):
                 encoded=True, augment=augment, read=read)
 
 
+# Larger files are not images a network trains on (the biggest ImageNet JPEG
+# is under 16 MiB); refusing them keeps a stray huge file from exhausting
+# memory.
+MAX_IMAGE_BYTES = 64 << 20
+_SHOWN = 5
+
+
+def _is_readable_image(path):
+  """A regular file of at most MAX_IMAGE_BYTES: no FIFO, device or link to one."""
+  if '://' in path:  # Object stores hold only regular files.
+    return tf.io.gfile.stat(path).length <= MAX_IMAGE_BYTES
+  try:
+    info = os.stat(path)
+  except OSError:
+    return False
+  return stat.S_ISREG(info.st_mode) and info.st_size <= MAX_IMAGE_BYTES
+
+
 def _folder_files(root):
+  """(classes, files, labels) of a folder of class sub-folders.
+
+  Only regular files with an image extension, up to MAX_IMAGE_BYTES, are
+  read; others with an image extension are named in a warning.
+  """
   classes = sorted(d for d in tf.io.gfile.listdir(root)
                    if tf.io.gfile.isdir(os.path.join(root, d)))
-  files, labels = [], []
+  files, labels, refused = [], [], []
   for label, name in enumerate(classes):
     for file in sorted(tf.io.gfile.listdir(os.path.join(root, name))):
-      if file.lower().endswith(IMAGE_EXTENSIONS):
-        files.append(os.path.join(root, name, file))
+      path = os.path.join(root, name, file)
+      if not file.lower().endswith(IMAGE_EXTENSIONS):
+        continue
+      if _is_readable_image(path):
+        files.append(path)
         labels.append(label)
+      else:
+        refused.append(path)
+  if refused:
+    logging.warning('Not reading %d files that are not regular files of at '
+                    'most %d MiB (FIFOs, devices, broken links, huge files): '
+                    '%s', len(refused), MAX_IMAGE_BYTES >> 20,
+                    _some(refused))
   return classes, files, labels
 
 
+def _some(names):
+  return ', '.join(names[:_SHOWN]) + (
+      f' and {len(names) - _SHOWN} more' if len(names) > _SHOWN else '')
+
+
 def _folder_source(root, image_size):
-  """A folder of class sub-folders, or one with train/ and validation/ in it."""
+  """A folder of class sub-folders, or one with train/ (and validation/) in it."""
   if not tf.io.gfile.isdir(root):
     raise DataError(f'--dataset={root!r} is neither a known data set '
                     f'({", ".join(KNOWN)}) nor a directory.')
-  split_dirs = {'train': os.path.join(root, 'train')}
-  for name in ('validation', 'val', 'test'):
-    if tf.io.gfile.isdir(os.path.join(root, name)):
-      split_dirs['eval'] = os.path.join(root, name)
-      break
-  if not (tf.io.gfile.isdir(split_dirs['train']) and 'eval' in split_dirs):
-    split_dirs = {'train': root, 'eval': None}
-  classes, files, labels = _folder_files(split_dirs['train'])
+  train_dir, eval_dir = root, None
+  if tf.io.gfile.isdir(os.path.join(root, 'train')):
+    train_dir = os.path.join(root, 'train')
+    eval_dir = next((os.path.join(root, name) for name in ('validation', 'val', 'test')
+                     if tf.io.gfile.isdir(os.path.join(root, name))), None)
+  classes, files, labels = _folder_files(train_dir)
   if not files:
     raise DataError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) in class '
-                    f'sub-folders of {split_dirs["train"]!r}.')
-  if split_dirs['eval'] is None:
-    # No held-out folder: hold out every 10th image of each class.
+                    f'sub-folders of {train_dir!r}.')
+  if eval_dir is None:
+    # No held-out folder: hold out every 10th image.
     held_out = np.arange(len(files)) % 10 == 9
     splits = {'train': ([f for f, h in zip(files, held_out) if not h],
                         [l for l, h in zip(labels, held_out) if not h]),
               'eval': ([f for f, h in zip(files, held_out) if h],
                        [l for l, h in zip(labels, held_out) if h])}
   else:
-    eval_classes, eval_files, eval_labels = _folder_files(split_dirs['eval'])
+    eval_classes, eval_files, eval_labels = _folder_files(eval_dir)
     if eval_classes != classes:
-      raise DataError(f'The class folders of {split_dirs["eval"]!r} differ '
-                      f'from those of {split_dirs["train"]!r}.')
+      raise DataError(
+          f'The class folders of {eval_dir!r} differ from those of '
+          f'{train_dir!r}: only in training: '
+          f'{sorted(set(classes) - set(eval_classes)) or "none"}; only in '
+          f'evaluation: {sorted(set(eval_classes) - set(classes)) or "none"}. '
+          'Labels are the sorted folder names, so both must have the same.')
     splits = {'train': (files, labels), 'eval': (eval_files, eval_labels)}
 
   def read(split, num_shards, shard_index):
@@ -157,7 +203,7 @@ def _folder_source(root, image_size):
 
   return Source(root, len(classes), image_size, len(splits['train'][0]),
                 len(splits['eval'][0]), encoded=True, augment='inception',
-                read=read)
+                read=read, files={k: v[0] for k, v in splits.items()})
 
 
 def _digits_source():
@@ -199,6 +245,59 @@ def _synthetic_source(num_classes, image_size):
 
   return Source('synthetic', num_classes, image_size, 1024, 1024,
                 encoded=False, augment='pad_crop', pad=0, flip=False, read=read)
+
+
+# How many examples of a split are decoded before the first step.
+CHECKED_EXAMPLES = 64
+_SPLITS_READ = {'train': ('train',), 'train_and_eval': ('train', 'eval'),
+                'eval': ('eval',), 'export': ()}
+
+
+def check_source(source, mode):
+  """Checks, before the first step, that the splits `mode` reads are usable.
+
+  Each split must hold examples, and of its first CHECKED_EXAMPLES at least
+  one must decode (a source none of whose images decodes would otherwise
+  end the run with an OutOfRangeError, possibly after training); those that
+  do not decode are named in a warning.
+
+  Args:
+    source: A `Source`.
+    mode: The run's --mode.
+
+  Raises:
+    DataError: Naming the split, the data set and what to do.
+  """
+  for split in _SPLITS_READ[mode]:
+    name = 'training' if split == 'train' else 'evaluation'
+    if not (source.num_train if split == 'train' else source.num_eval):
+      raise DataError(
+          f'The {name} split of {source.name!r} is empty. A folder without '
+          'a validation/ folder holds out every 10th image, so it needs at '
+          'least 10; add train/ and validation/ folders, or use --mode=train '
+          'or --mode=eval as the data allows.')
+    if source.encoded:
+      _check_decodes(source, split, name)
+
+
+def _check_decodes(source, split, name):
+  bad, count = [], 0
+  for index, (image, _) in enumerate(
+      source.read(split, 1, 0).take(CHECKED_EXAMPLES)):
+    count += 1
+    try:
+      tf.io.decode_image(image, channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+      bad.append(source.files[split][index] if source.files
+                 else f'example {index}')
+  if bad and len(bad) == count:
+    raise DataError(
+        f'None of the first {count} images of the {name} split of '
+        f'{source.name!r} decodes, e.g. {_some(bad)}. Check that these are '
+        f'JPEG, PNG, GIF or BMP files ({", ".join(IMAGE_EXTENSIONS)}).')
+  if bad:
+    logging.warning('%d of the first %d images of the %s split do not decode '
+                    'and will be skipped: %s', len(bad), count, name, _some(bad))
 
 
 KNOWN = ('imagenet2012', 'cifar10', 'cifar100', 'digits', 'synthetic',

@@ -9,19 +9,24 @@ The SavedModel has two signatures, both returning `probabilities`
 - `serve_images`: `images`, float32 [batch, size, size, 3] pixel values in
   [0, 255], already resized and cropped to the model's size.
 
-Bad input fails with a message naming the problem: wrong shapes, or bytes
-that are not a JPEG or PNG (with their indices).
+Bad input fails with a message naming the problem: an empty batch, a wrong
+rank or shape, non-finite pixels, or bytes that are not a JPEG or PNG (the
+last two with the indices of the bad images).
 
     model = tf.saved_model.load(path)
     out = model.signatures['serving_default'](image_bytes=tf.constant([jpeg]))
 """
 
+import json
 import os
 import shutil
+import tempfile
+import time
 
 import tensorflow as tf
 
 from experiments.lib import preprocessing
+from experiments.lib.config import ConfigError
 
 _JPEG_MAGIC = b'\xff\xd8\xff'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -45,10 +50,11 @@ class Servable(tf.Module):
     self.image_size = image_size
     self.top_k = min(top_k, model.output.shape[-1])
     self._encoded_preprocess = encoded_preprocess
+    # Any rank is accepted, so that a wrong one gets our message, not a
+    # signature mismatch.
     self.serve_images = tf.function(
         self._serve_images,
-        input_signature=[tf.TensorSpec([None, None, None, None], tf.float32,
-                                       name='images')])
+        input_signature=[tf.TensorSpec(None, tf.float32, name='images')])
     self.serve_encoded = tf.function(
         self._serve_encoded,
         input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
@@ -61,14 +67,27 @@ class Servable(tf.Module):
 
   def _serve_images(self, images):
     size = self.image_size
-    tf.debugging.assert_equal(
-        tf.shape(images)[1:], tf.constant([size, size, 3]),
-        message=(f'serve_images expects float32 pixels [batch, {size}, {size}, '
-                 '3] in [0, 255] (resize and crop first, or use '
-                 'serving_default with encoded images); got shape'))
+    expected = (f'serve_images expects float32 pixels [batch, {size}, {size}, '
+                '3] in [0, 255] (resize and crop first, or use '
+                'serving_default with encoded images); got shape')
+    shape = tf.shape(images)
+    # The sizes are compared only at rank 4 (tf.cond), where they exist.
+    right = tf.cond(
+        tf.equal(tf.size(shape), 4),
+        lambda: tf.reduce_all(tf.equal(shape[1:], [size, size, 3])),
+        lambda: tf.constant(False))
+    with tf.control_dependencies([tf.debugging.Assert(right, [expected, shape])]):
+      images = tf.reshape(images, [-1, size, size, 3])
+    _assert_not_empty(images, 'serve_images')
+    finite = tf.reduce_all(tf.math.is_finite(images), axis=[1, 2, 3])
+    with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(finite), [
+        'serve_images got NaN or infinite pixels in these images (by index):',
+        tf.where(tf.logical_not(finite))[:, 0]])]):
+      images = tf.identity(images)
     return self._outputs(preprocessing.normalize(images))
 
   def _serve_encoded(self, image_bytes):
+    _assert_not_empty(image_bytes, 'serving_default')
     known = tf.logical_or(
         tf.strings.substr(image_bytes, 0, len(_JPEG_MAGIC)) == _JPEG_MAGIC,
         tf.strings.substr(image_bytes, 0, len(_PNG_MAGIC)) == _PNG_MAGIC)
@@ -85,34 +104,101 @@ class Servable(tf.Module):
     return self._outputs(images)
 
 
-def export_saved_model(model, export_dir, image_size, augment, top_k=5):
+def _assert_not_empty(batch, signature):
+  tf.debugging.assert_positive(
+      tf.shape(batch)[0], message=f'{signature} got an empty batch: send at '
+      'least one image.')
+
+
+# Written into every export: what marks a directory as one this project may
+# replace.
+MARKER = 'resnet_v2_export.json'
+
+
+def check_export_dir(export_dir, model_dir=None):
+  """Refuses an --export_dir whose replacement could lose a user's files.
+
+  An export replaces its directory whole, so the directory must be one this
+  project wrote (it holds MARKER), an empty one, or none; and never the run
+  directory or one that contains it.
+
+  Args:
+    export_dir: Where the SavedModel is to go.
+    model_dir: The run directory, if any.
+
+  Raises:
+    ConfigError: Naming the directory and what to do instead.
+  """
+  target = os.path.realpath(export_dir)
+  if model_dir is not None:
+    run = os.path.realpath(model_dir)
+    if target == run or run.startswith(target.rstrip(os.sep) + os.sep):
+      raise ConfigError(
+          f'--export_dir={export_dir!r} is --model_dir or contains it: an '
+          'export replaces its directory whole, which would delete the run\'s '
+          'checkpoints. Leave --export_dir unset (it defaults to '
+          '<model_dir>/export) or name a new directory.')
+  if not os.path.lexists(export_dir):
+    return
+  ours = (os.path.isdir(export_dir) and not os.path.islink(export_dir) and (
+      not os.listdir(export_dir)
+      or os.path.isfile(os.path.join(export_dir, MARKER))))
+  if not ours:
+    raise ConfigError(
+        f'--export_dir={export_dir!r} exists and is not a SavedModel exported '
+        f'by resnet-v2 (it has no {MARKER}). An export replaces its directory '
+        'whole, so it is left alone: move it away or name a new directory.')
+
+
+def export_saved_model(model, export_dir, image_size, augment, top_k=5,
+                       model_dir=None):
   """Writes the SavedModel atomically: a failed export never leaves a half one.
+
+  The SavedModel is written next to `export_dir` and renamed into place;
+  an earlier export there is swapped out and only then deleted. Only a
+  directory that `check_export_dir` accepts is ever replaced.
 
   Args:
     model: A Keras model from normalized images to logits.
-    export_dir: The final directory; an existing export there is replaced.
+    export_dir: The final directory.
     image_size: The model's input size.
     augment: The data source's augmentation style ('inception' or
       'pad_crop'), which fixes the serving preprocessing.
     top_k: Classes returned per image.
+    model_dir: The run directory, which is never replaced.
 
   Returns:
     export_dir.
+
+  Raises:
+    ConfigError: If `export_dir` is not an export of ours (see
+      `check_export_dir`).
   """
+  check_export_dir(export_dir, model_dir)
   servable = Servable(model, image_size,
                       preprocessing.eval_fn(augment, image_size), top_k)
   parent = os.path.dirname(os.path.abspath(export_dir))
   os.makedirs(parent, exist_ok=True)
-  staging = f'{export_dir}.tmp-{os.getpid()}'
-  shutil.rmtree(staging, ignore_errors=True)
-  tf.saved_model.save(
-      servable, staging,
-      signatures={'serving_default': servable.serve_encoded,
-                  'serve_encoded': servable.serve_encoded,
-                  'serve_images': servable.serve_images})
-  old = f'{export_dir}.old-{os.getpid()}'
-  if os.path.exists(export_dir):
-    os.rename(export_dir, old)
+  name = os.path.basename(os.path.abspath(export_dir))
+  staging = tempfile.mkdtemp(prefix=f'{name}.tmp-', dir=parent)
+  try:
+    tf.saved_model.save(
+        servable, staging,
+        signatures={'serving_default': servable.serve_encoded,
+                    'serve_encoded': servable.serve_encoded,
+                    'serve_images': servable.serve_images})
+    with open(os.path.join(staging, MARKER), 'w', encoding='utf-8') as f:
+      json.dump({'exported_by': 'resnet-v2', 'model': model.name,
+                 'image_size': image_size, 'preprocessing': augment,
+                 'time': time.strftime('%Y-%m-%dT%H:%M:%S')}, f)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  old = None
+  if os.path.lexists(export_dir):
+    old = tempfile.mkdtemp(prefix=f'{name}.old-', dir=parent)
+    os.rename(export_dir, old)  # Onto the empty directory just made.
   os.rename(staging, export_dir)
-  shutil.rmtree(old, ignore_errors=True)
+  if old:
+    shutil.rmtree(old)
   return export_dir

@@ -13,13 +13,22 @@ import tensorflow as tf
 
 
 class Reporter:
-  """Summaries and metrics.jsonl (chief only) for the 'train' and 'eval' splits."""
+  """Summaries and metrics.jsonl (chief only) for the 'train' and 'eval' splits.
 
-  def __init__(self, model_dir, chief):
+  Each metrics.jsonl row names the run that wrote it ('run': when it
+  started). A resumed run first drops the rows written after its checkpoint
+  by the run it resumes, which it is about to write again: no step appears
+  twice for a split, except where a later --mode=eval evaluates a step
+  anew, under its own 'run'.
+  """
+
+  def __init__(self, model_dir, chief, start_step):
     self.chief = chief
     self.metrics_path = os.path.join(model_dir, 'metrics.jsonl')
+    self.run_id = time.strftime('%Y-%m-%dT%H:%M:%S')
     if chief:
       tf.io.gfile.makedirs(model_dir)
+      _drop_rows_after(self.metrics_path, start_step)
       self.writers = {split: tf.summary.create_file_writer(
           os.path.join(model_dir, split)) for split in ('train', 'eval')}
     else:
@@ -32,7 +41,8 @@ class Reporter:
       for name, value in values.items():
         tf.summary.scalar(name, value)
     if self.chief:
-      record = {'step': step, 'split': split, 'time': time.time(), **values}
+      record = {'step': step, 'split': split, 'time': time.time(),
+                'run': self.run_id, **values}
       with tf.io.gfile.GFile(self.metrics_path, 'a') as f:
         f.write(json.dumps(record) + '\n')
 
@@ -44,6 +54,30 @@ class Reporter:
                  result['skipped'])
     self.write('eval', step,
                {k: float(result[k]) for k in ('loss', 'top1', 'top5')})
+
+
+def _drop_rows_after(path, step):
+  """Rewrites metrics.jsonl without its rows past `step`, atomically."""
+  if not tf.io.gfile.exists(path):
+    return
+  with tf.io.gfile.GFile(path) as f:
+    lines = f.readlines()
+  kept = [line for line in lines if _step_of(line) <= step]
+  if len(kept) == len(lines):
+    return
+  logging.info('Dropped %d rows after step %d from %s: the resumed run writes '
+               'them again.', len(lines) - len(kept), step, path)
+  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
+    f.write(''.join(kept))
+  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+
+
+def _step_of(line):
+  """A row's step; infinite for a row cut short by a hard kill."""
+  try:
+    return json.loads(line)['step']
+  except (ValueError, KeyError):
+    return float('inf')
 
 
 def duration(seconds):

@@ -7,16 +7,18 @@ checkpoint (resuming if `model_dir` has one); then evaluation, export, or
 summaries, periodic checkpoints and evaluations; then the SavedModel. The
 same code runs on one device, mirrored GPUs, several workers and TPUs.
 
-Faults: SIGTERM (preemption) makes every worker save at the same step and
-stop cleanly; rerunning the same command resumes. A non-finite loss stops the
-run naming the step, without saving over the last good checkpoint.
-Checkpoints are written by TF's CheckpointManager, which only records a
-checkpoint once all its files are complete, so a hard kill loses at most the
-steps since the last one.
+Faults: SIGTERM (preemption) and Ctrl-C make every worker save at the same
+step and stop cleanly; rerunning the same command resumes, from the newest
+checkpoint that restores whole (see run_dir). A non-finite loss, or a
+checkpoint that cannot be written, stops the run naming the step, without
+saving over the last good checkpoint. Checkpoints are written by TF's
+CheckpointManager, which only records a checkpoint once all its files are
+complete, so a hard kill loses at most the steps since the last one.
 """
 
 import dataclasses
 import os
+import shutil
 import signal
 import time
 from typing import Any, Callable
@@ -33,13 +35,42 @@ from experiments.lib import input_pipeline
 from experiments.lib import network
 from experiments.lib import optimization
 from experiments.lib import reporting
+from experiments.lib import run_dir
 from experiments.lib import steps
 from experiments.lib.config import Config
 from experiments.lib.config import ConfigError
 
 
-class NonFiniteLossError(RuntimeError):
+class StoppedError(RuntimeError):
+  """The run had to stop; the message says why and what was kept."""
+
+
+class NonFiniteLossError(StoppedError):
   """The loss became NaN or infinite; the message names the step."""
+
+
+class CheckpointWriteError(StoppedError):
+  """A checkpoint could not be written (e.g. the disk is full)."""
+
+
+def _save(manager, step):
+  """Saves checkpoint `step`; on failure removes its partial files and stops.
+
+  Raises:
+    CheckpointWriteError: Naming the error and the newest checkpoint kept.
+  """
+  try:
+    manager.save(checkpoint_number=step)
+  except (tf.errors.OpError, OSError) as e:
+    partial = os.path.join(manager.directory, f'ckpt-{step}_temp')
+    if os.path.isdir(partial):  # The unfinished write of ours: free its space.
+      shutil.rmtree(partial, ignore_errors=True)
+    reason = getattr(e, 'message', None) or str(e)
+    raise CheckpointWriteError(
+        f'Could not write checkpoint {step} in {manager.directory} '
+        f'({reason.split(";")[-1].strip()}). The run stopped; the newest '
+        f'checkpoint kept is {manager.latest_checkpoint}. Make room (or fix '
+        'the directory) and rerun the same command to resume.') from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,78 +137,103 @@ def resolve(config, source=None):
 def run(config):
   """Runs an experiment: train, evaluate and/or export, as config.mode says.
 
+  Everything that can be checked is checked before the first step: the
+  flags (by `Config`), the cluster, that no other run holds model_dir, that
+  an export would replace only an earlier export, the checkpoints, and the
+  data.
+
   Args:
     config: A `Config`; it is not changed.
 
   Returns:
     A dict summarizing the run: 'step', 'status' ('finished', 'preempted',
-    'evaluated' or 'exported'), 'eval' results and 'export_dir' when made.
+    'evaluated' or 'exported'), 'eval' results, 'export_dir' when the chief
+    made one, 'resumed_from' and 'skipped_checkpoints'.
 
   Raises:
-    ConfigError: For an unusable configuration.
-    datasets.DataError: For missing data.
-    NonFiniteLossError: If the loss becomes NaN or infinite.
+    ConfigError: For an unusable configuration, a model_dir in use, or
+      checkpoints none of which restores.
+    datasets.DataError: For missing or unusable data.
+    StoppedError: If the loss becomes NaN or infinite, or a checkpoint cannot
+      be written.
   """
   config = resolve(config)
   cluster.configure_devices(config)
   strategy, agree = cluster.start_strategy(config)
   chief = cluster.is_chief(strategy)
-  latest = tf.train.latest_checkpoint(config.model_dir)
-  if config.mode in ('eval', 'export') and not (latest or config.init_checkpoint):
+  lock = run_dir.RunLock(config.model_dir)
+  if chief:
+    lock.acquire()
+  write_dir = config.model_dir if chief else cluster.scratch_dir(strategy)
+  try:
+    return _run_in(write_dir, config, strategy, agree, chief)
+  finally:
+    lock.release()
+    if not chief:
+      cluster.remove_scratch_dir(write_dir)
+
+
+def _run_in(write_dir, config, strategy, agree, chief):
+  """`run`, once this process holds its directory to write in."""
+  export_dir = config.export_dir or os.path.join(config.model_dir, 'export')
+  if chief and config.mode != 'eval':
+    export.check_export_dir(export_dir, config.model_dir)
+  if config.mode in ('eval', 'export') and not (
+      run_dir.checkpoints(config.model_dir) or config.init_checkpoint):
     raise ConfigError(f'--mode={config.mode} needs a checkpoint in '
                       f'{config.model_dir} (there is none) or --init_checkpoint.')
   source = datasets.load_source(config.dataset, config.data_dir,
                                 config.manual_dir, config.num_classes,
                                 config.image_size)
   config = resolve(config, source)
-  write_dir = config.model_dir if chief else cluster.scratch_dir(strategy)
-  try:
-    session = _start_session(config, strategy, agree, source, write_dir,
-                             latest, chief)
-    export_dir = config.export_dir or os.path.join(config.model_dir, 'export')
-    if config.mode == 'eval':
-      result = evaluate(session)
-      session.reporter.eval_result(session.step, result)
-      return {'step': session.step, 'status': 'evaluated', 'eval': result}
-    if config.mode == 'export':
-      _export(session, export_dir if chief else os.path.join(write_dir, 'export'))
-      return {'step': session.step, 'status': 'exported', 'export_dir': export_dir}
+  datasets.check_source(source, config.mode)
+  session, restored = _start_session(config, strategy, agree, source,
+                                     write_dir, chief)
+  if config.mode == 'eval':
+    result = evaluate(session)
+    session.reporter.eval_result(session.step, result)
+    summary = {'status': 'evaluated', 'eval': result}
+  elif config.mode == 'export':
+    summary = {'status': 'exported'}
+  else:
     summary = loop(session)
-    if summary['status'] == 'finished':
-      _export(session, export_dir if chief else os.path.join(write_dir, 'export'))
+  if summary['status'] in ('exported', 'finished'):
+    # A non-chief worker takes part in saving, into its scratch directory.
+    target = export_dir if chief else os.path.join(write_dir, 'export')
+    export.export_saved_model(session.model, target, config.image_size,
+                              source.augment, model_dir=config.model_dir)
+    logging.info('Exported the SavedModel to %s.', target)
+    if chief:
       summary['export_dir'] = export_dir
-    return summary
-  finally:
-    if not chief:
-      cluster.remove_scratch_dir(write_dir)
+  return {'step': session.step, **summary, **restored}
 
 
-def _start_session(config, strategy, agree, source, write_dir, latest, chief):
-  """Builds model and optimizer and restores them (or initialises the model)."""
+def _start_session(config, strategy, agree, source, write_dir, chief):
+  """Builds model and optimizer and restores them (or initialises the model).
+
+  Returns:
+    (session, {'resumed_from': path or None, 'skipped_checkpoints': [...]}).
+  """
   with strategy.scope():
     model = network.build(config, config.num_classes, config.image_size)
     optimizer = optimization.make_optimizer(
         config, optimization.make_schedule(config, source.num_train), model)
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+  checkpoint = run_dir.training_checkpoint(model, optimizer)
   manager = tf.train.CheckpointManager(checkpoint, write_dir,
                                        max_to_keep=config.keep_checkpoints)
+  latest, skipped = run_dir.restore_newest_intact(checkpoint, config.model_dir)
   if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
     logging.info('Resumed from %s at step %d.', latest,
                  int(optimizer.iterations.numpy()))
   elif config.init_checkpoint:
     kind = network.load_init_checkpoint(model, config)
     logging.info('Initialized from the %s checkpoint %s.', kind,
                  config.init_checkpoint)
-  return Session(config, strategy, agree, source, model, optimizer, manager,
-                 reporting.Reporter(config.model_dir, chief))
-
-
-def _export(session, export_dir):
-  config = session.config
-  export.export_saved_model(session.model, export_dir, config.image_size,
-                            session.source.augment)
-  logging.info('Exported the SavedModel to %s.', export_dir)
+  reporter = reporting.Reporter(config.model_dir, chief,
+                                int(optimizer.iterations.numpy()))
+  session = Session(config, strategy, agree, source, model, optimizer,
+                    manager, reporter)
+  return session, {'resumed_from': latest, 'skipped_checkpoints': skipped}
 
 
 def _input_options(config):
@@ -206,21 +262,34 @@ def evaluate(session):
           'skipped': session.source.num_eval - int(totals[3])}
 
 
-class _Preemption:
-  """Remembers a SIGTERM so that the loop can stop at a step boundary."""
+class _StopRequests:
+  """Turns SIGTERM (preemption) and Ctrl-C into a stop at a step boundary.
+
+  The first signal is remembered, and the loop saves a checkpoint and stops
+  after the compiled call under way (Python handles signals only between
+  calls). A second Ctrl-C ends the process at once, without saving.
+  """
+
+  _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self.received = None
+    self._previous = {s: signal.signal(s, self._handle) for s in self._SIGNALS}
 
   def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint at the end of the '
-                    'current loop, then stopping.')
-    self.requested = True
+    del frame
+    if self.received is not None and signum == signal.SIGINT:
+      logging.warning('Second Ctrl-C: stopping at once, without saving.')
+      os._exit(128 + signum)  # pylint: disable=protected-access
+    self.received = self.received or signum
+    logging.warning('%s received: saving a checkpoint at the end of the '
+                    'current loop, then stopping.%s', signal.Signals(signum).name,
+                    ' Press Ctrl-C again to stop at once, without saving.'
+                    if signum == signal.SIGINT else '')
 
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
 
 def _train_iterator(session, step):
@@ -253,6 +322,7 @@ def loop(session):
 
   Raises:
     NonFiniteLossError: If the loss becomes NaN or infinite.
+    CheckpointWriteError: If a checkpoint cannot be written.
   """
   config, strategy, manager = session.config, session.strategy, session.checkpoints
   step, total = session.step, config.train_steps
@@ -267,7 +337,7 @@ def loop(session):
                'on' if config.jit_compile else 'off', step, total)
   result, start_time, last_saved = None, time.time(), step
   progress = reporting.Progress(config.batch_size, total)
-  preemption = _Preemption()
+  stops = _StopRequests()
   try:
     while step < total:
       boundary = _next_boundary(config, step)
@@ -285,21 +355,22 @@ def loop(session):
       if step % config.log_every == 0 or step == total:
         progress.report(session.reporter, step,
                         float(session.optimizer.learning_rate.numpy()))
-      if bool(session.agree(tf.constant(preemption.requested))):
-        manager.save(checkpoint_number=step)
-        logging.warning('Preempted at step %d: checkpoint saved in %s. Rerun '
-                        'the same command to resume.', step, config.model_dir)
+      if bool(session.agree(tf.constant(stops.received is not None))):
+        _save(manager, step)
+        logging.warning('%s at step %d: checkpoint saved in %s. Rerun the same '
+                        'command to resume.', 'Stopped' if stops.received ==
+                        signal.SIGINT else 'Preempted', step, config.model_dir)
         return {'step': step, 'status': 'preempted', 'eval': result,
                 'skipped_images': progress.skipped}
       if step % config.checkpoint_every == 0 or step == total:
-        manager.save(checkpoint_number=step)
+        _save(manager, step)
         last_saved = step
       if config.mode == 'train_and_eval' and (
           (config.eval_every and step % config.eval_every == 0) or step == total):
         result = evaluate(session)
         session.reporter.eval_result(step, result)
   finally:
-    preemption.restore()
+    stops.restore()
   logging.info('Finished %d steps in %s.%s', step,
                reporting.duration(time.time() - start_time),
                f' Eval top-1 {100 * result["top1"]:.2f}%.' if result else '')

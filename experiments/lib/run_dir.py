@@ -1,0 +1,193 @@
+"""The run directory (--model_dir): one run at a time, and its checkpoints.
+
+A run directory holds days of work, so this module never guesses:
+- `RunLock` gives one process at a time the directory. The lock is an
+  `flock` on `run.lock`, which the kernel releases when its holder dies, so a
+  lock is never stale; the file names its holder, so a refusal can say who
+  holds it, and a file left by a killed holder tells the next run who died.
+- `training_checkpoint` is what is saved: model, optimizer and, under
+  float16, the loss scale, saved apart from the optimizer so that a run can
+  resume under another precision (--precision=auto differs between
+  machines).
+- `restore_newest_intact` finds every checkpoint, whether or not TF's
+  `checkpoint` index file lists it, and restores the newest one that reads
+  back whole, naming those it skipped; with checkpoints present and none
+  intact it refuses to start, since starting afresh would overwrite them.
+"""
+
+import datetime
+import fcntl
+import json
+import os
+import re
+import socket
+import sys
+
+from absl import logging
+import tensorflow as tf
+
+from experiments.lib.config import ConfigError
+
+LOCK_FILE = 'run.lock'
+_CHECKPOINT = re.compile(r'ckpt-(\d+)')
+
+
+def _is_local(path):
+  return '://' not in path
+
+
+class RunLock:
+  """An exclusive lock on a run directory, held while a run uses it."""
+
+  def __init__(self, model_dir):
+    self.model_dir = model_dir
+    self.path = os.path.join(model_dir, LOCK_FILE)
+    self._fd = None
+
+  def acquire(self):
+    """Takes the lock, or refuses naming the process that holds it.
+
+    Raises:
+      ConfigError: If another live process holds it.
+    """
+    if not _is_local(self.model_dir):
+      logging.warning('%s is not a local directory: it cannot be locked, so '
+                      'make sure no other run uses it.', self.model_dir)
+      return
+    os.makedirs(self.model_dir, exist_ok=True)
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise ConfigError(
+            f'Another run ({_describe(holder)}) is using {self.model_dir}. Two '
+            'runs in one directory would overwrite each other\'s checkpoints: '
+            'wait for it to finish, stop it, or choose another --model_dir.'
+        ) from None
+      try:  # The holder before us may have removed the file we opened.
+        if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+          break
+      except FileNotFoundError:
+        pass
+      os.close(fd)
+    previous = _read_holder(fd)
+    if previous:
+      logging.warning('The previous run on %s (%s) is no longer running and '
+                      'did not end cleanly (was it killed?); its checkpoints '
+                      'are used as they are.', self.model_dir, _describe(previous))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({
+        'pid': os.getpid(), 'host': socket.gethostname(),
+        'started': datetime.datetime.now().isoformat(timespec='seconds'),
+        'command': ' '.join(sys.argv)}).encode(), 0)
+    self._fd = fd
+
+  def release(self):
+    """Removes the lock file and releases the lock."""
+    if self._fd is None:
+      return
+    os.unlink(self.path)
+    os.close(self._fd)  # Closing releases the flock.
+    self._fd = None
+
+
+def _read_holder(fd):
+  try:
+    return json.loads(os.pread(fd, 65536, 0).decode() or 'null')
+  except ValueError:
+    return {}
+
+
+def _describe(holder):
+  if not holder:
+    return 'a process that left no details'
+  return (f'pid {holder.get("pid")} on {holder.get("host")}, started '
+          f'{holder.get("started")}: {holder.get("command")}')
+
+
+def training_checkpoint(model, optimizer):
+  """The checkpoint a run saves: model, optimizer and any loss scale.
+
+  Args:
+    model: The model.
+    optimizer: Its optimizer, a `keras.optimizers.LossScaleOptimizer` under
+      mixed_float16.
+
+  Returns:
+    A `tf.train.Checkpoint` with `model`, `optimizer` (the inner optimizer
+    under float16, so that its state has the same names in every precision)
+    and, under float16, `loss_scale`.
+  """
+  inner = getattr(optimizer, 'inner_optimizer', None)
+  if inner is None:
+    return tf.train.Checkpoint(model=model, optimizer=optimizer)
+  return tf.train.Checkpoint(
+      model=model, optimizer=inner, loss_scale=tf.train.Checkpoint(
+          scale=optimizer.dynamic_scale, counter=optimizer.step_counter))
+
+
+def checkpoints(model_dir):
+  """The checkpoint prefixes in model_dir, newest first.
+
+  Every `ckpt-N.index` counts, listed in TF's `checkpoint` index file or not
+  (a lost index file must not hide a run's work).
+  """
+  found = {}
+  for index in tf.io.gfile.glob(os.path.join(model_dir, 'ckpt-*.index')):
+    prefix = index[:-len('.index')]
+    match = _CHECKPOINT.fullmatch(os.path.basename(prefix))
+    if match:
+      found[prefix] = int(match.group(1))
+  return sorted(found, key=found.get, reverse=True)
+
+
+def _restore(checkpoint, path):
+  """Restores one checkpoint into `checkpoint`'s objects, whatever precision
+  wrote it: a loss scale is restored where both have one, else left as it
+  is (new) or ignored (saved under float16, resumed under another)."""
+  saved = {name for name, _ in tf.train.list_variables(path)}
+  has_scale = any(name.startswith('loss_scale/') for name in saved)
+  parts = {'model': checkpoint.model, 'optimizer': checkpoint.optimizer}
+  if has_scale and hasattr(checkpoint, 'loss_scale'):
+    parts['loss_scale'] = checkpoint.loss_scale
+  tf.train.Checkpoint(**parts).restore(
+      path).assert_existing_objects_matched().expect_partial()
+
+
+def restore_newest_intact(checkpoint, model_dir):
+  """Restores the newest checkpoint of model_dir that reads back whole.
+
+  Args:
+    checkpoint: From `training_checkpoint`.
+    model_dir: The run directory.
+
+  Returns:
+    (path, skipped): the checkpoint restored (None if there are none) and the
+    newer ones that could not be restored, each named in a warning.
+
+  Raises:
+    ConfigError: If there are checkpoints and none of them restores; nothing
+      is changed, and the message names each with its error.
+  """
+  skipped, errors = [], []
+  for path in checkpoints(model_dir):
+    try:
+      _restore(checkpoint, path)
+      return path, skipped
+    except (tf.errors.OpError, ValueError, AssertionError, IndexError,
+            KeyError) as e:
+      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      logging.warning('Skipped checkpoint %s, which cannot be restored (%s); '
+                      'trying the one before it.', path, reason)
+      skipped.append(path)
+      errors.append(f'\n  {path}: {reason}')
+  if skipped:
+    raise ConfigError(
+        f'{model_dir} holds checkpoints, but none of the checkpoints restores '
+        f'into this network:{"".join(errors)}\n  Nothing was changed. If they '
+        'belong to another network, use another --model_dir; if they are '
+        'damaged, restore them from a copy or move them away to start afresh.')
+  return None, skipped

@@ -1,0 +1,270 @@
+"""A user's files and hours are safe: what the README's Guarantees promise.
+
+Each test makes the fault a user would meet (a wrong --export_dir, a second
+run on the same model_dir, a lost or truncated checkpoint, Ctrl-C, a changed
+precision, bad data, a bad flag) and checks that nothing is lost or
+overwritten and that the message says what to do.
+"""
+
+import json
+import os
+import re
+import signal
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from experiments.lib import datasets
+from experiments.lib import train
+from experiments.lib.config import Config
+from experiments.lib.config import ConfigError
+from tests import run_cli
+
+TINY = dict(dataset='digits', blocks='4x1/2, 8x1', stem='cifar', batch_size=32,
+            lr_reference_batch=32, warmup_epochs=0, steps_per_loop=5,
+            log_every=5, checkpoint_every=10, seed=1, precision='float32')
+
+
+def _flags(model_dir, **overrides):
+  return [f'--{k}={v}' for k, v in dict(TINY, model_dir=model_dir, **overrides).items()]
+
+
+def _listing(path):
+  return sorted(str(p.relative_to(path)) for p in path.rglob('*'))
+
+
+# --- Exports replace only exports ------------------------------------------
+
+
+@pytest.mark.parametrize('where', ['model_dir', 'parent', 'user_dir'])
+def test_export_never_replaces_what_is_not_an_export(tmp_path, where):
+  run_dir = tmp_path / 'run'
+  run_cli.run('experiments.digits', '--show=0', *_flags(run_dir, train_steps=10, mode='train'))
+  before = _listing(tmp_path)
+  export_dir = {'model_dir': run_dir, 'parent': tmp_path,
+                'user_dir': tmp_path / 'mine'}[where]
+  if where == 'user_dir':
+    export_dir.mkdir()
+    (export_dir / 'notes.txt').write_text('a week of work')
+    before = _listing(tmp_path)
+  result = run_cli.run('experiments.digits', '--show=0', f'--export_dir={export_dir}',
+                       *_flags(run_dir, train_steps=20), check=False)
+  assert result.returncode == 1 and 'Traceback' not in result.stdout, result.stdout[-2000:]
+  assert '--export_dir' in result.stdout
+  assert 'step 15/20' not in result.stdout  # refused before training
+  assert _listing(tmp_path) == before
+
+
+def test_export_replaces_a_previous_export(tmp_path):
+  flags = _flags(tmp_path / 'run', train_steps=10, mode='train')
+  run_cli.run('experiments.digits', '--show=0', *flags)
+  first = os.stat(tmp_path / 'run' / 'export' / 'saved_model.pb').st_mtime_ns
+  run_cli.run('experiments.digits', '--show=0', *flags[:-1], '--mode=export')
+  assert os.stat(tmp_path / 'run' / 'export' / 'saved_model.pb').st_mtime_ns != first
+  assert sorted(p.name for p in (tmp_path / 'run').iterdir() if 'export' in p.name) == ['export']
+
+
+# --- One run per model_dir ---------------------------------------------------
+
+
+def test_second_run_on_a_model_dir_is_refused_and_a_dead_holder_explained(tmp_path):
+  flags = ['--show=0', *_flags(tmp_path, train_steps=100000, mode='train')]
+  first = run_cli.start('experiments.digits', *flags)
+  try:
+    run_cli.wait_for(first, r'step 10/')
+    second = run_cli.run('experiments.digits', *flags, check=False)
+    assert second.returncode == 1 and 'Traceback' not in second.stdout
+    assert f'pid {first.pid}' in second.stdout and 'is using' in second.stdout
+  finally:
+    first.kill()
+    first.wait()
+  third = run_cli.run('experiments.digits', '--show=0',
+                      *_flags(tmp_path, mode='export'))
+  assert re.search(rf'pid {first.pid}.*no longer running', third.stdout)
+  assert 'Exported the SavedModel' in third.stdout
+  assert not [p for p in tmp_path.iterdir() if 'lock' in p.name]  # released
+
+
+# --- Checkpoints: the newest intact one, never a silent restart ------------
+
+
+def _rows(model_dir):
+  return [json.loads(line) for line in open(model_dir / 'metrics.jsonl')]
+
+
+def test_lost_index_and_truncated_checkpoint_resume_from_the_newest_intact(tmp_path):
+  config = Config(**TINY, model_dir=str(tmp_path), train_steps=30, mode='train_and_eval',
+                  eval_every=10)
+  train.run(config)
+  os.remove(tmp_path / 'checkpoint')  # the index of checkpoints
+  data = tmp_path / 'ckpt-30.data-00000-of-00001'
+  data.write_bytes(data.read_bytes()[:100])  # a newest checkpoint cut short
+  kept = {p.name: p.read_bytes() for p in tmp_path.glob('ckpt-[12]0.*')}
+  summary = train.run(Config(**TINY, model_dir=str(tmp_path), train_steps=40,
+                             mode='train_and_eval', eval_every=10))
+  assert summary['step'] == 40 and summary['resumed_from'].endswith('ckpt-20')
+  assert summary['skipped_checkpoints'] == [str(tmp_path / 'ckpt-30')]
+  rows = _rows(tmp_path)
+  keys = [(r['split'], r['step']) for r in rows]
+  assert len(keys) == len(set(keys)), keys  # no step twice
+  assert ('eval', 30) in keys and ('eval', 40) in keys
+  # Older checkpoints were not rewritten (only ckpt-30 was).
+  assert {n: (tmp_path / n).read_bytes() for n in kept if (tmp_path / n).exists()
+          } == {n: b for n, b in kept.items() if (tmp_path / n).exists()}
+
+
+def test_no_intact_checkpoint_is_a_clear_refusal(tmp_path):
+  train.run(Config(**TINY, model_dir=str(tmp_path), train_steps=10, mode='train'))
+  for data in tmp_path.glob('ckpt-*.data-*'):
+    data.write_bytes(b'')
+  before = _listing(tmp_path)
+  with pytest.raises(ConfigError, match=r'none of the checkpoints(.|\n)*ckpt-10'):
+    train.run(Config(**TINY, model_dir=str(tmp_path), train_steps=20, mode='train'))
+  assert _listing(tmp_path) == before
+
+
+# --- Precision can change between machines ---------------------------------
+
+
+def test_resume_under_another_precision(tmp_path):
+  steps = 0
+  for precision in ('float32', 'mixed_float16', 'mixed_bfloat16', 'float32',
+                    'mixed_bfloat16', 'mixed_float16'):
+    steps += 5
+    summary = train.run(Config(**dict(TINY, precision=precision, checkpoint_every=5),
+                               model_dir=str(tmp_path), train_steps=steps, mode='train'))
+    assert summary['step'] == steps, precision
+
+
+# --- Ctrl-C saves, like SIGTERM --------------------------------------------
+
+
+def test_ctrl_c_saves_at_the_next_step_boundary(tmp_path):
+  process = run_cli.start('experiments.digits', '--show=0',
+                          *_flags(tmp_path, train_steps=100000, mode='train'))
+  run_cli.wait_for(process, r'step 15/')
+  process.send_signal(signal.SIGINT)
+  output = process.communicate(timeout=120)[0]
+  assert process.returncode == 0, output[-3000:]
+  stopped = int(re.search(r'Stopped at step (\d+)', output).group(1))
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith(f'ckpt-{stopped}')
+  assert 'Traceback' not in output and 'KeyboardInterrupt' not in output
+
+
+# --- Data is checked before the first step ----------------------------------
+
+
+def _folder(root, classes, images_per_class, good=True):
+  for name in classes:
+    (root / name).mkdir(parents=True, exist_ok=True)
+    for i in range(images_per_class):
+      path = root / name / f'{i}.png'
+      if good:
+        Image.fromarray(np.full((12, 12, 3), 40 * i % 255, np.uint8)).save(path)
+      else:
+        path.write_bytes(b'\x89PNG\r\n\x1a\n but nothing after the header')
+
+
+def test_folder_of_undecodable_images_is_an_error_before_training(tmp_path):
+  _folder(tmp_path / 'data', ['a', 'b'], 12, good=False)
+  with pytest.raises(datasets.DataError, match=r'None of the first .* decodes(.|\n)*0\.png'):
+    train.run(Config(**dict(TINY, dataset=str(tmp_path / 'data'), image_size=8),
+                     model_dir=str(tmp_path / 'run'), train_steps=5))
+  assert not (tmp_path / 'run').exists() or not list((tmp_path / 'run').glob('ckpt-*'))
+
+
+def test_folder_splits_and_classes_are_checked(tmp_path):
+  _folder(tmp_path / 'only_train' / 'train', ['a', 'b'], 20)
+  source = datasets.load_source(str(tmp_path / 'only_train'), image_size=8)
+  assert (source.num_classes, source.num_train, source.num_eval) == (2, 36, 4)
+
+  _folder(tmp_path / 'mismatch' / 'train', ['cat', 'dog'], 2)
+  _folder(tmp_path / 'mismatch' / 'validation', ['cat', 'wolf'], 2)
+  with pytest.raises(datasets.DataError, match=r"dog(.|\n)*wolf"):
+    datasets.load_source(str(tmp_path / 'mismatch'))
+
+  _folder(tmp_path / 'tiny', ['a', 'b'], 3)  # every 10th image held out: none
+  with pytest.raises(datasets.DataError, match='evaluation split .* is empty'):
+    train.run(Config(**dict(TINY, dataset=str(tmp_path / 'tiny'), image_size=8),
+                     model_dir=str(tmp_path / 'run'), train_steps=5))
+
+
+def test_only_regular_files_are_read(tmp_path):
+  _folder(tmp_path / 'data', ['a', 'b'], 10)
+  os.mkfifo(tmp_path / 'data' / 'a' / 'never_ends.png')
+  os.symlink('/dev/zero', tmp_path / 'data' / 'b' / 'zeros.png')
+  source = datasets.load_source(str(tmp_path / 'data'), image_size=8)
+  assert source.num_train + source.num_eval == 20
+
+
+# --- Every flag is checked before TensorFlow starts -------------------------
+
+
+@pytest.mark.parametrize('flag, message', [
+    ('--eval_every=-1', '--eval_every must be at least 0, got -1'),
+    ('--base_lr=-0.1', '--base_lr must be at least 0, got -0.1'),
+    ('--image_size=0', '--image_size must be at least 1, got 0'),
+    ('--label_smoothing=1.5', '--label_smoothing must be below 1, got 1.5'),
+    ('--lr_boundary_steps=10,x', '--lr_boundary_steps=10,x: expected a comma-separated list'),
+    ('--depth=34', '--depth=34: Unknown ResNet v2 depth 34'),
+    ('--blocks=64x', "--blocks='64x': Block spec '64x': block 1 is '64x'"),
+])
+def test_bad_flags_are_one_line_errors(tmp_path, flag, message):
+  args = ['experiments.digits', *_flags(tmp_path / 'run'), flag]
+  if flag.startswith('--depth'):
+    args = ['experiments.imagenet', f'--model_dir={tmp_path / "run"}', flag]
+  result = run_cli.run(*args, check=False)
+  assert result.returncode == 1 and 'Traceback' not in result.stdout
+  assert message in result.stdout, result.stdout[-2000:]
+  assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--batch_size=33', '--cpu_devices=2'], '--batch_size=33 is not divisible by the 2 replicas'),
+    (['--num_gpus=1'], '--num_gpus=1, but TensorFlow sees 0 GPUs'),
+])
+def test_devices_must_fit_the_flags(tmp_path, flags, message):
+  result = run_cli.run('experiments.digits', *_flags(tmp_path), '--strategy=mirrored',
+                       *flags, check=False)
+  assert result.returncode == 1 and 'Traceback' not in result.stdout
+  assert message in result.stdout, result.stdout[-2000:]
+
+
+# --- A full disk stops the run, and loses nothing already saved -------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 16 MiB tmpfs, so the disk can really fill up (needs root, as in CI)."""
+  mount = tmp_path / 'disk'
+  mount.mkdir()
+  if os.system(f'mount -t tmpfs -o size=16M tmpfs {mount} 2>/dev/null'):
+    pytest.skip('cannot mount a tmpfs here (not root?)')
+  yield mount
+  os.system(f'umount -l {mount}')
+
+
+def test_full_disk_stops_the_run_and_keeps_the_last_checkpoint(small_disk):
+  run_dir = small_disk / 'run'
+  flags = ['--show=0', *_flags(run_dir, train_steps=100000, mode='train')]
+  process = run_cli.start('experiments.digits', *flags)
+  run_cli.wait_for(process, r'step 15/')  # ckpt-10 is complete
+  with open(small_disk / 'filler', 'wb') as filler:
+    try:
+      while True:
+        filler.write(b'\0' * (1 << 16))
+        filler.flush()
+    except OSError:
+      pass
+  output = process.communicate(timeout=120)[0]
+  assert process.returncode == 1 and 'Traceback' not in output, output[-3000:]
+  assert re.search(r'Could not write checkpoint \d+ .*No space left on device.* newest '
+                   r'checkpoint kept is .*ckpt-\d+', output), output[-3000:]
+  assert not list(run_dir.glob('*_temp'))  # the partial write is gone
+  os.remove(small_disk / 'filler')
+  resumed = run_cli.run('experiments.digits', '--show=0',
+                        *_flags(run_dir, train_steps=40, mode='train'))
+  assert re.search(r'Resumed from .*ckpt-\d+ at step \d+', resumed.stdout)
+  assert 'step 40/40' in resumed.stdout
