@@ -48,7 +48,7 @@ def classify_with_saved_model(export_dir, count):
     images.append(buffer.getvalue())
     labels.append(int(label))
   outputs = served(image_bytes=tf.constant(images))
-  predicted = outputs['classes'][:, 0].numpy()
+  predicted = outputs['class_ids'][:, 0].numpy()
   scores = outputs['scores'][:, 0].numpy()
   for label, guess, score in zip(labels, predicted, scores):
     logging.info('SavedModel: digit %d classified as %d (p=%.3f)%s', label,

@@ -39,8 +39,11 @@ def test_float_signature_matches_in_memory_model(exported):
   out = loaded.signatures['serve_images'](images=tf.constant(pixels))
   expected = tf.nn.softmax(model(preprocessing.normalize(pixels), training=False))
   np.testing.assert_allclose(out['probabilities'], expected, atol=1e-6)
-  assert out['classes'].shape == (3, 3) and out['classes'].dtype == tf.int32
-  np.testing.assert_array_equal(out['classes'][:, 0], np.argmax(expected, -1))
+  assert out['class_ids'].shape == (3, 3) and out['class_ids'].dtype == tf.int32
+  np.testing.assert_array_equal(out['class_ids'][:, 0], np.argmax(expected, -1))
+  assert out['classes'].dtype == tf.string  # labels: '0'..'4' by default
+  np.testing.assert_array_equal(out['classes'].numpy().astype(str),
+                                out['class_ids'].numpy().astype(str))
   np.testing.assert_allclose(out['scores'][:, 0], np.max(expected, -1), atol=1e-6)
 
 

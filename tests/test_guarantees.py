@@ -251,12 +251,11 @@ def test_full_disk_stops_the_run_and_keeps_the_last_checkpoint(small_disk):
   flags = ['--show=0', *_flags(run_dir, train_steps=100000, mode='train')]
   process = run_cli.start('experiments.digits', *flags)
   run_cli.wait_for(process, r'step 15/')  # ckpt-10 is complete
-  with open(small_disk / 'filler', 'wb') as filler:
+  with open(small_disk / 'filler', 'wb', buffering=0) as filler:
     try:
       while True:
         filler.write(b'\0' * (1 << 16))
-        filler.flush()
-    except OSError:
+    except OSError:  # No space left on device.
       pass
   output = process.communicate(timeout=120)[0]
   assert process.returncode == 1 and 'Traceback' not in output, output[-3000:]

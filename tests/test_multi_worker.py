@@ -56,7 +56,7 @@ def test_two_workers_train_like_one_process(tmp_path):
   assert sorted(p.name for p in run_dir.glob('ckpt-*.index')) == ['ckpt-10.index', 'ckpt-20.index']
   assert sorted(p.name for p in run_dir.iterdir()) == [
       'checkpoint', 'ckpt-10.data-00000-of-00001', 'ckpt-10.index',
-      'ckpt-20.data-00000-of-00001', 'ckpt-20.index', 'eval', 'export',
+      'ckpt-20.data-00000-of-00001', 'ckpt-20.index', 'config.json', 'eval', 'export',
       'metrics.jsonl', 'train']
 
 

@@ -66,6 +66,9 @@ def define_flags(defaults):
 def config_from_flags():
   """Returns the `Config` given by the parsed flags.
 
+  On a run directory that remembers its run (config.json), a flag that is
+  not given takes the saved value instead of the recipe's default.
+
   Raises:
     ConfigError: For a value that does not parse or does not pass
       `Config.check`.
@@ -85,8 +88,12 @@ def config_from_flags():
             f'--{field.name}={",".join(value)}: expected a comma-separated '
             f'list of {element.__name__} values.') from None
     values[field.name] = value
-  for given, replaced in _ALTERNATIVES:
-    if FLAGS[given].present and not FLAGS[replaced].present:
+  given = {f.name for f in dataclasses.fields(Config) if FLAGS[f.name].present}
+  saved = config_lib.load_saved(values['model_dir'])
+  if saved is not None:
+    values = config_lib.merge_saved(values, given, saved, values['model_dir'])
+  for alternative, replaced in _ALTERNATIVES:
+    if alternative in given and replaced not in given:
       values[replaced] = None
   return Config(**values)
 

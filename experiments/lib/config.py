@@ -2,13 +2,20 @@
 
 A `Config` is the single source of the command line: each field carries its
 help text, its flag group and, where they apply, its allowed choices and
-lower bound (`dataclasses.field` metadata); `cli.py` derives one absl flag
-per field from that. A `Config` checks itself when it is made, so an
-unusable one never exists: the flags of a script, a test or a notebook are
-all checked here and only here, before TensorFlow does any work.
+bounds (`dataclasses.field` metadata); `cli.py` derives one absl flag per
+field from that. A `Config` checks itself when it is made, so an unusable
+one never exists: the flags of a script, a test or a notebook are all
+checked here and only here, before TensorFlow does any work.
+
+A run directory remembers its run: the first training run saves its
+configuration as `config.json` there (`save`), and a later command on that
+directory takes every remembered field it does not set from it
+(`merge_saved`), refusing to change the fields fixed for life.
 """
 
 import dataclasses
+import json
+import os
 import typing
 from typing import Optional, Sequence
 
@@ -28,7 +35,7 @@ class ConfigError(ValueError):
 
 
 def _field(default, group, help_text, choices=None, minimum=None, below=None,
-           spellings=None):
+           spellings=None, fixed=False, remembered=True):
   """A Config field with its flag's description.
 
   Args:
@@ -39,10 +46,16 @@ def _field(default, group, help_text, choices=None, minimum=None, below=None,
     minimum: The smallest allowed value of a number (None: any, or none given).
     below: A bound that a number must stay below.
     spellings: For a field whose flag takes words, {word: value}.
+    fixed: True if a run directory keeps it for life (the network, the
+      classes, the preprocessing): a later command may not change it.
+    remembered: True if a later command on the same run directory takes it
+      from the saved configuration when its flag is not given; False for
+      what belongs to one command (--mode, --export_dir, ...).
   """
   return dataclasses.field(default=default, metadata={
       'group': group, 'help': help_text, 'choices': choices,
-      'minimum': minimum, 'below': below, 'spellings': spellings})
+      'minimum': minimum, 'below': below, 'spellings': spellings,
+      'fixed': fixed, 'remembered': remembered})
 
 
 def _depth_help():
@@ -55,43 +68,58 @@ def _depth_help():
 class Config:
   """One experiment. The metadata of each field is its flag's description."""
   # Network.
-  depth: Optional[int] = _field(None, NETWORK, _depth_help())
+  depth: Optional[int] = _field(None, NETWORK, _depth_help(), fixed=True)
   blocks: Optional[str] = _field(
       None, NETWORK, "A custom block spec as text, e.g. '16x2/2, 32x2/2, 64x2' "
-      '(BASExUNITS/STRIDE per block); parsed without eval.')
+      '(BASExUNITS/STRIDE per block); parsed without eval.', fixed=True)
   stem: str = _field(
       'imagenet', NETWORK, "What comes before the blocks. imagenet: slim's "
       '7x7/2 conv1 + 3x3/2 pool1; cifar: one 3x3 conv at full resolution; '
-      'none: nothing.', choices=resnet_v2.STEMS)
+      'none: nothing.', choices=resnet_v2.STEMS, fixed=True)
   sync_batch_norm: bool = _field(
       False, NETWORK, 'BatchNorm statistics over all replicas instead of per '
       'replica.')
   init_checkpoint: Optional[str] = _field(
       None, NETWORK, 'Initialize from a tf-slim checkpoint or one of ours (when '
-      'model_dir has none).')
+      'model_dir has none).', remembered=False)
   init_skip_logits: bool = _field(
       False, NETWORK, 'Do not load the logits from --init_checkpoint (another '
-      'class count).')
+      'class count).', remembered=False)
   init_checkpoint_scope: Optional[str] = _field(
       None, NETWORK, "The network scope inside a tf-slim --init_checkpoint, "
       "e.g. 'resnet_v2_50' to initialize a --blocks network (scope "
-      "'resnet_v2') from it (default: the network's own scope).")
+      "'resnet_v2') from it (default: the network's own scope).",
+      remembered=False)
   # Data.
   dataset: str = _field(
       'digits', DATA, "imagenet2012, cifar10, cifar100 (TFDS), digits "
       "(scikit-learn's 8x8 digits, no download), synthetic (random images, "
       'for speed tests), or a directory of class sub-folders (optionally in '
-      'train/ and validation/).')
+      'train/ and validation/).', fixed=True)
   data_dir: Optional[str] = _field(
       None, DATA, 'The TFDS data directory (default: ~/tensorflow_datasets).')
   manual_dir: Optional[str] = _field(
       None, DATA, 'Where ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar '
       'are (default: <data_dir>/downloads/manual).')
   num_classes: Optional[int] = _field(
-      None, DATA, "Number of classes (default: the data set's).", minimum=1)
+      None, DATA, "Number of classes (default: the data set's).", minimum=1,
+      fixed=True)
   image_size: Optional[int] = _field(
       None, DATA, "Training and eval image size (default: the data set's).",
-      minimum=1)
+      minimum=1, fixed=True)
+  labels_offset: int = _field(
+      0, DATA, "Added to the data set's labels, as tf-slim's --labels_offset: "
+      '1 for the published tf-slim checkpoints, whose 1001 classes start with '
+      "'background' (then --num_classes=1001 on 1000-class ImageNet).",
+      minimum=0, fixed=True)
+  eval_preprocessing: str = _field(
+      'default', DATA, "default: the data set's own (for ImageNet-style data "
+      'the central 87.5% square of the shorter side, resized; small images '
+      "are only resized). slim_inception: tf-slim's Inception eval "
+      "preprocessing (central 87.5% of height and width, TF1 bilinear "
+      'resize), with which the published tf-slim checkpoints were evaluated. '
+      'Used for evaluation and by the SavedModel.',
+      choices=('default', 'slim_inception'), fixed=True)
   shuffle_buffer: int = _field(
       10_000, DATA, 'Examples in the shuffle buffer (0: no shuffling).',
       minimum=0)
@@ -172,13 +200,16 @@ class Config:
       minimum=0)
   # Run and output.
   model_dir: str = _field(
-      '/tmp/resnet_v2', OUTPUT, 'Checkpoints, summaries, metrics.jsonl; '
-      'rerunning resumes from it.')
+      '/tmp/resnet_v2', OUTPUT, 'The run directory: checkpoints, summaries, '
+      'metrics.jsonl and the run\'s config.json. Rerunning resumes; a later '
+      'command on it needs only the flags it changes.', remembered=False)
   mode: str = _field(
       'train_and_eval', OUTPUT, 'train, eval, train_and_eval or export.',
-      choices=('train', 'eval', 'train_and_eval', 'export'))
+      choices=('train', 'eval', 'train_and_eval', 'export'),
+      remembered=False)
   export_dir: Optional[str] = _field(
-      None, OUTPUT, 'Where the SavedModel goes (default: <model_dir>/export).')
+      None, OUTPUT, 'Where the SavedModel goes (default: <model_dir>/export).',
+      remembered=False)
   log_every: int = _field(
       100, OUTPUT, 'Steps between progress lines and summaries.', minimum=1)
   checkpoint_every: int = _field(
@@ -195,7 +226,8 @@ class Config:
       False, OUTPUT, 'Deterministic ops and input: a resumed run equals an '
       'uninterrupted one.')
   fail_at_step: Optional[int] = _field(
-      None, OUTPUT, 'Testing only: make the loss NaN at this step.', minimum=1)
+      None, OUTPUT, 'Testing only: make the loss NaN at this step.', minimum=1,
+      remembered=False)
 
   def __post_init__(self):
     self.check()
@@ -265,3 +297,78 @@ def field_types():
     args = [a for a in typing.get_args(kind) if a is not type(None)]
     types[name] = args[0] if typing.get_origin(kind) is typing.Union else kind
   return types
+
+
+SAVED_CONFIG = 'config.json'
+
+
+def _plain(value):
+  return list(value) if isinstance(value, tuple) else value
+
+
+def _same(a, b):
+  plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v
+  return plain(a) == plain(b)
+
+
+def save(config, model_dir):
+  """Writes `config` (every field) to model_dir/config.json, atomically."""
+  path = os.path.join(model_dir, SAVED_CONFIG)
+  text = json.dumps({f.name: _plain(getattr(config, f.name))
+                     for f in dataclasses.fields(config)}, indent=2) + '\n'
+  os.makedirs(model_dir, exist_ok=True)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+
+
+def load_saved(model_dir):
+  """The saved {field: value} of a run directory, or None if it has none.
+
+  Raises:
+    ConfigError: If the file is there but unreadable.
+  """
+  path = os.path.join(model_dir, SAVED_CONFIG)
+  if '://' in model_dir or not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError(f'{path} cannot be read ({e}); it records how this run '
+                      'was made. Restore it, or use a new --model_dir.') from None
+
+
+def merge_saved(values, given, saved, model_dir):
+  """Fills in a command's values from a run directory's saved configuration.
+
+  Args:
+    values: {field: value} of the command (its flags and recipe defaults).
+    given: The names of the fields set explicitly (on the command line).
+    saved: What `load_saved` returned.
+    model_dir: The run directory, for the message.
+
+  Returns:
+    `values` with every remembered field that is not given taken from
+    `saved`.
+
+  Raises:
+    ConfigError: If a given value changes a field fixed for the run's life,
+      naming the field and both values.
+  """
+  merged = dict(values)
+  for field in dataclasses.fields(Config):
+    name, meta = field.name, field.metadata
+    if name not in saved:  # Saved by an older version.
+      continue
+    if name in given:
+      if meta['fixed'] and not _same(values[name], saved[name]):
+        raise ConfigError(
+            f'--{name}={values[name]!r} differs from {saved[name]!r}, the value '
+            f'the run in {model_dir} was made with (see its {SAVED_CONFIG}). '
+            'A run directory holds one network, one set of classes and one '
+            f'preprocessing: leave --{name} out, or use a new --model_dir.')
+    elif meta['remembered']:
+      merged[name] = (tuple(saved[name]) if isinstance(saved[name], list)
+                      else saved[name])
+  return merged

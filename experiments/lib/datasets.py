@@ -41,6 +41,10 @@ class Source:
     read: read(split, num_shards, shard_index) -> a Dataset of (image, label)
       for split 'train' or 'eval', in a fixed order (the input pipeline
       shuffles).
+    labels: The string label of each class: ImageNet's synset ids, CIFAR's
+      class names, the class folders' names, '0'..'9' for digits.
+    label_names: Human-readable names, where they differ from `labels`
+      (ImageNet's).
     files: For data read from files, {split: the file of each example, in
       the order `read(split, 1, 0)` gives them}, to name bad files.
   """
@@ -52,6 +56,8 @@ class Source:
   encoded: bool
   augment: str
   read: Callable[..., tf.data.Dataset]
+  labels: Sequence[str]
+  label_names: Optional[Sequence[str]] = None
   pad: int = 4
   flip: bool = True
   files: Optional[Mapping[str, Sequence[str]]] = None
@@ -83,11 +89,28 @@ def _missing_tfds_message(name, builder, manual_dir):
           '--dataset=synthetic.')
 
 
-def _tfds_source(name, data_dir, manual_dir):
+def _imagenet_label_names():
+  """The 1000 human-readable ImageNet class names, in TFDS's label order.
+
+  From tensorflow-datasets, which ships them (for SI-Score) beside the
+  synset ids of imagenet2012; index i names synset i of imagenet2012.
+  """
+  from tensorflow_datasets.datasets.siscore import labels  # pylint: disable=g-import-not-at-top
+  return list(labels.IMAGENET_LABELS_LIST)
+
+
+def _tfds_source(name, data_dir, manual_dir, need_data):
   train_split, eval_split, augment, image_size = _TFDS[name]
   builder = tfds.builder(name, data_dir=data_dir)
+  label = builder.info.features['label']
+  described = dict(
+      name=name, num_classes=label.num_classes, image_size=image_size,
+      encoded=True, augment=augment, labels=list(label.names),
+      label_names=_imagenet_label_names() if name == 'imagenet2012' else None)
   manual_dir = manual_dir or os.path.join(builder.data_dir_root, 'downloads',
                                           'manual')
+  if not builder.is_prepared() and not need_data:
+    return Source(num_train=0, num_eval=0, read=_no_data(name), **described)
   if not builder.is_prepared():
     if name == 'imagenet2012' and tf.io.gfile.exists(
         os.path.join(manual_dir, 'ILSVRC2012_img_train.tar')):
@@ -107,9 +130,15 @@ def _tfds_source(name, data_dir, manual_dir):
     return dataset.shard(num_shards, shard_index)
 
   splits = builder.info.splits
-  return Source(name, builder.info.features['label'].num_classes, image_size,
-                splits[train_split].num_examples, splits[eval_split].num_examples,
-                encoded=True, augment=augment, read=read)
+  return Source(num_train=splits[train_split].num_examples,
+                num_eval=splits[eval_split].num_examples, read=read, **described)
+
+
+def _no_data(name):
+  def read(split, num_shards, shard_index):
+    raise DataError(f'{name} is not prepared, so its {split} split cannot be '
+                    f'read ({num_shards} shards, shard {shard_index}).')
+  return read
 
 
 # Larger files are not images a network trains on (the biggest ImageNet JPEG
@@ -203,7 +232,8 @@ def _folder_source(root, image_size):
 
   return Source(root, len(classes), image_size, len(splits['train'][0]),
                 len(splits['eval'][0]), encoded=True, augment='inception',
-                read=read, files={k: v[0] for k, v in splits.items()})
+                read=read, labels=classes,
+                files={k: v[0] for k, v in splits.items()})
 
 
 def _digits_source():
@@ -229,7 +259,8 @@ def _digits_source():
         num_shards, shard_index)
 
   return Source('digits', 10, 8, int((~held_out).sum()), int(held_out.sum()),
-                encoded=False, augment='pad_crop', pad=1, flip=False, read=read)
+                encoded=False, augment='pad_crop', pad=1, flip=False, read=read,
+                labels=[str(d) for d in range(10)])
 
 
 def _synthetic_source(num_classes, image_size):
@@ -244,7 +275,19 @@ def _synthetic_source(num_classes, image_size):
     return tf.data.Dataset.from_tensors(example).repeat(1024)
 
   return Source('synthetic', num_classes, image_size, 1024, 1024,
-                encoded=False, augment='pad_crop', pad=0, flip=False, read=read)
+                encoded=False, augment='pad_crop', pad=0, flip=False, read=read,
+                labels=[str(c) for c in range(num_classes)])
+
+
+def labels_with_offset(source, labels_offset):
+  """(labels, names) of the model's classes: the source's, after the offset.
+
+  With tf-slim's --labels_offset=1, class 0 is 'background'.
+  """
+  padding = (['background'] if labels_offset == 1
+             else [f'offset_{i}' for i in range(labels_offset)])
+  labels = padding + list(source.labels)
+  return labels, padding + list(source.label_names or source.labels)
 
 
 # How many examples of a split are decoded before the first step.
@@ -305,7 +348,7 @@ KNOWN = ('imagenet2012', 'cifar10', 'cifar100', 'digits', 'synthetic',
 
 
 def load_source(name, data_dir=None, manual_dir=None, num_classes=None,
-                image_size=None):
+                image_size=None, need_data=True):
   """Returns the `Source` for a --dataset value.
 
   Args:
@@ -316,6 +359,9 @@ def load_source(name, data_dir=None, manual_dir=None, num_classes=None,
     manual_dir: Where the ImageNet tars are (default <data_dir>/downloads/manual).
     num_classes: Classes of synthetic data (default 1000).
     image_size: Image size of synthetic or folder data (default 224).
+    need_data: False if only the data set's description is needed (an
+      export): a TFDS data set that is not prepared is then described from
+      TFDS's metadata, with empty splits, instead of prepared or refused.
 
   Returns:
     A `Source`.
@@ -324,7 +370,7 @@ def load_source(name, data_dir=None, manual_dir=None, num_classes=None,
     DataError: If the data is missing or the name unknown, saying what to do.
   """
   if name in _TFDS:
-    return _tfds_source(name, data_dir, manual_dir)
+    return _tfds_source(name, data_dir, manual_dir, need_data)
   if name == 'digits':
     return _digits_source()
   if name == 'synthetic':

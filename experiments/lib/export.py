@@ -1,7 +1,11 @@
 """SavedModel export: signatures for float pixels and for encoded images.
 
 The SavedModel has two signatures, both returning `probabilities`
-[batch, num_classes], and the `top_k` `classes` (int32) and their `scores`:
+[batch, num_classes] and, for the `top_k` classes, their `scores`, their
+`class_ids` (int32), their `classes` (string labels, as TF Serving's Classify
+API expects: ImageNet synset ids, folder names, ...) and `class_names`
+(human-readable). The labels and names are kept as the assets labels.txt and
+label_names.txt:
 
 - `serving_default` (alias `serve_encoded`): `image_bytes`, a [batch] string
   tensor of JPEG or PNG files; decoding, resizing, cropping and scaling are
@@ -35,7 +39,8 @@ _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 class Servable(tf.Module):
   """The model with its serving functions, ready for `tf.saved_model.save`."""
 
-  def __init__(self, model, image_size, encoded_preprocess, top_k=5):
+  def __init__(self, model, image_size, encoded_preprocess, label_files,
+               top_k=5):
     """Wraps a model.
 
     Args:
@@ -43,6 +48,8 @@ class Servable(tf.Module):
       image_size: The model's input height and width.
       encoded_preprocess: fn(image_bytes) -> float32 [size, size, 3] in
         [-1, 1], the evaluation preprocessing.
+      label_files: (labels, names): text files with one line per class, the
+        class's label and its human-readable name; they become assets.
       top_k: How many classes to return per image.
     """
     super().__init__()
@@ -50,6 +57,7 @@ class Servable(tf.Module):
     self.image_size = image_size
     self.top_k = min(top_k, model.output.shape[-1])
     self._encoded_preprocess = encoded_preprocess
+    self.labels, self.names = (_line_table(path) for path in label_files)
     # Any rank is accepted, so that a wrong one gets our message, not a
     # signature mismatch.
     self.serve_images = tf.function(
@@ -62,8 +70,11 @@ class Servable(tf.Module):
   def _outputs(self, images):
     probabilities = tf.nn.softmax(
         tf.cast(self.model(images, training=False), tf.float32))
-    scores, classes = tf.math.top_k(probabilities, self.top_k)
-    return {'probabilities': probabilities, 'classes': classes, 'scores': scores}
+    scores, class_ids = tf.math.top_k(probabilities, self.top_k)
+    ids = tf.cast(class_ids, tf.int64)
+    return {'probabilities': probabilities, 'scores': scores,
+            'class_ids': class_ids, 'classes': self.labels.lookup(ids),
+            'class_names': self.names.lookup(ids)}
 
   def _serve_images(self, images):
     size = self.image_size
@@ -102,6 +113,16 @@ class Servable(tf.Module):
         fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3],
                                           tf.float32))
     return self._outputs(images)
+
+
+def _line_table(path):
+  """A table from line number to line of a text file, kept as an asset."""
+  return tf.lookup.StaticHashTable(
+      tf.lookup.TextFileInitializer(
+          tf.saved_model.Asset(path), tf.int64,
+          tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,
+          tf.lookup.TextFileIndex.WHOLE_LINE),
+      default_value='')
 
 
 def _assert_not_empty(batch, signature):
@@ -151,7 +172,8 @@ def check_export_dir(export_dir, model_dir=None):
 
 
 def export_saved_model(model, export_dir, image_size, augment, top_k=5,
-                       model_dir=None):
+                       model_dir=None, labels=None, label_names=None,
+                       eval_preprocessing='default'):
   """Writes the SavedModel atomically: a failed export never leaves a half one.
 
   The SavedModel is written next to `export_dir` and renamed into place;
@@ -166,6 +188,12 @@ def export_saved_model(model, export_dir, image_size, augment, top_k=5,
       'pad_crop'), which fixes the serving preprocessing.
     top_k: Classes returned per image.
     model_dir: The run directory, which is never replaced.
+    labels: The string label of each class (default '0', '1', ...), served
+      as `classes` and kept as the asset labels.txt.
+    label_names: Human-readable class names (default: the labels), served as
+      `class_names` and kept as the asset label_names.txt.
+    eval_preprocessing: The run's --eval_preprocessing, which the
+      `serving_default` signature applies.
 
   Returns:
     export_dir.
@@ -175,13 +203,27 @@ def export_saved_model(model, export_dir, image_size, augment, top_k=5,
       `check_export_dir`).
   """
   check_export_dir(export_dir, model_dir)
-  servable = Servable(model, image_size,
-                      preprocessing.eval_fn(augment, image_size), top_k)
+  num_classes = model.output.shape[-1]
+  labels = list(labels or [str(i) for i in range(num_classes)])
+  label_names = list(label_names or labels)
+  if not len(labels) == len(label_names) == num_classes:
+    raise ValueError(f'{len(labels)} labels and {len(label_names)} names for '
+                     f'a model of {num_classes} classes.')
   parent = os.path.dirname(os.path.abspath(export_dir))
   os.makedirs(parent, exist_ok=True)
   name = os.path.basename(os.path.abspath(export_dir))
   staging = tempfile.mkdtemp(prefix=f'{name}.tmp-', dir=parent)
+  label_dir = tempfile.mkdtemp(prefix=f'{name}.labels-', dir=parent)
   try:
+    label_files = [os.path.join(label_dir, 'labels.txt'),
+                   os.path.join(label_dir, 'label_names.txt')]
+    for path, lines in zip(label_files, (labels, label_names)):
+      with open(path, 'w', encoding='utf-8') as f:
+        f.write(''.join(line.replace('\n', ' ') + '\n' for line in lines))
+    servable = Servable(
+        model, image_size,
+        preprocessing.eval_fn(augment, image_size, True, eval_preprocessing),
+        label_files, top_k)
     tf.saved_model.save(
         servable, staging,
         signatures={'serving_default': servable.serve_encoded,
@@ -189,11 +231,15 @@ def export_saved_model(model, export_dir, image_size, augment, top_k=5,
                     'serve_images': servable.serve_images})
     with open(os.path.join(staging, MARKER), 'w', encoding='utf-8') as f:
       json.dump({'exported_by': 'resnet-v2', 'model': model.name,
-                 'image_size': image_size, 'preprocessing': augment,
+                 'image_size': image_size, 'augment': augment,
+                 'eval_preprocessing': eval_preprocessing,
+                 'num_classes': num_classes,
                  'time': time.strftime('%Y-%m-%dT%H:%M:%S')}, f)
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
+  finally:
+    shutil.rmtree(label_dir, ignore_errors=True)
   old = None
   if os.path.lexists(export_dir):
     old = tempfile.mkdtemp(prefix=f'{name}.old-', dir=parent)

@@ -30,13 +30,13 @@ from experiments.lib import preprocessing
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def _preprocess_fn(source, image_size, training, seed, pipeline_id, num_pipelines):
-  """Returns fn(index, (image, label)) -> (image, label, index)."""
-  if training:
-    preprocess = preprocessing.train_fn(source.augment, image_size,
-                                        source.encoded, source.pad, source.flip)
-  else:
-    preprocess = preprocessing.eval_fn(source.augment, image_size, source.encoded)
+def _preprocess_fn(preprocess, training, image_size, labels_offset, seed,
+                   pipeline_id, num_pipelines):
+  """Returns fn(index, (image, label)) -> (image, label, index).
+
+  `preprocess` is fn(image, seed) for training, fn(image) for evaluation;
+  labels are shifted by `labels_offset` (tf-slim's --labels_offset).
+  """
 
   def fn(index, example):
     image, label = example
@@ -47,7 +47,7 @@ def _preprocess_fn(source, image_size, training, seed, pipeline_id, num_pipeline
     else:
       image = preprocess(image)
     image = tf.ensure_shape(image, [image_size, image_size, 3])
-    return image, tf.cast(label, tf.int32), index
+    return image, tf.cast(label, tf.int32) + labels_offset, index
 
   return fn
 
@@ -100,15 +100,17 @@ def _epochs(shard, epoch_size, seed, shuffle_buffer, start, end):
   return dataset.skip(offset)
 
 
-def _examples(source, split, image_size, seed, context, shuffle_buffer=0,
-              start=0, end=0):
+def _examples(source, split, preprocess, image_size, labels_offset, seed,
+              context, shuffle_buffer=0, start=0, end=0):
   """Decoded, preprocessed examples of one pipeline's shard.
 
   Args:
     source: A `datasets.Source`.
     split: 'train' (shuffled epochs from `start` to `end`) or 'eval' (one
       pass, in order).
+    preprocess: The preprocessing (see `_preprocess_fn`).
     image_size: Output image size.
+    labels_offset: Added to every label.
     seed: The run's seed.
     context: The `tf.distribute.InputContext`.
     shuffle_buffer: Shuffle buffer size (training); 0 for none.
@@ -127,7 +129,7 @@ def _examples(source, split, image_size, seed, context, shuffle_buffer=0,
     dataset = _epochs(dataset, epoch_size, seed, shuffle_buffer, start, end)
   dataset = dataset.enumerate(start=start)
   dataset = dataset.map(
-      _preprocess_fn(source, image_size, training, seed,
+      _preprocess_fn(preprocess, training, image_size, labels_offset, seed,
                      context.input_pipeline_id, context.num_input_pipelines),
       num_parallel_calls=AUTOTUNE, deterministic=True)
   dataset = dataset.ignore_errors(log_warning=True)
@@ -135,7 +137,7 @@ def _examples(source, split, image_size, seed, context, shuffle_buffer=0,
 
 
 def train_dataset_fn(source, image_size, global_batch_size, seed, start_step,
-                     end_step, shuffle_buffer=10_000):
+                     end_step, shuffle_buffer=10_000, labels_offset=0):
   """Returns a dataset_fn for `distribute_datasets_from_function`: training.
 
   Args:
@@ -146,17 +148,20 @@ def train_dataset_fn(source, image_size, global_batch_size, seed, start_step,
     start_step: The step the run starts (or resumes) at.
     end_step: The last step of the run.
     shuffle_buffer: Examples in the shuffle buffer.
+    labels_offset: Added to every label.
 
   Returns:
     dataset_fn(input_context) -> a Dataset of per-replica batches for the
     steps start_step..end_step.
   """
+  preprocess = preprocessing.train_fn(source.augment, image_size,
+                                      source.encoded, source.pad, source.flip)
 
   def dataset_fn(context):
     batch_size = context.get_per_replica_batch_size(global_batch_size)
     per_step = global_batch_size // context.num_input_pipelines
-    dataset = _examples(source, 'train', image_size, seed, context,
-                        min(shuffle_buffer, source.num_train),
+    dataset = _examples(source, 'train', preprocess, image_size, labels_offset,
+                        seed, context, min(shuffle_buffer, source.num_train),
                         start=start_step * per_step, end=end_step * per_step)
     dataset = dataset.batch(batch_size, drop_remainder=True)
     return dataset.prefetch(AUTOTUNE)
@@ -169,7 +174,8 @@ def eval_steps(source, global_batch_size):
   return -(-source.num_eval // global_batch_size)
 
 
-def eval_dataset_fn(source, image_size, global_batch_size):
+def eval_dataset_fn(source, image_size, global_batch_size, labels_offset=0,
+                    style='default'):
   """Returns a dataset_fn for `distribute_datasets_from_function`: evaluation.
 
   Each pipeline reads its shard once, pads it with zero-weight examples and
@@ -180,15 +186,20 @@ def eval_dataset_fn(source, image_size, global_batch_size):
     source: A `datasets.Source`.
     image_size: Eval image size.
     global_batch_size: Images per step over all replicas.
+    labels_offset: Added to every label.
+    style: --eval_preprocessing (see `preprocessing.eval_fn`).
 
   Returns:
     dataset_fn(input_context) -> a finite Dataset of per-replica batches.
   """
+  preprocess = preprocessing.eval_fn(source.augment, image_size,
+                                     source.encoded, style)
 
   def dataset_fn(context):
     batch_size = context.get_per_replica_batch_size(global_batch_size)
     batches_per_step = global_batch_size // batch_size // context.num_input_pipelines
-    dataset = _examples(source, 'eval', image_size, 0, context)
+    dataset = _examples(source, 'eval', preprocess, image_size, labels_offset,
+                        0, context)
     padding = tf.data.Dataset.from_tensors(
         (tf.zeros([image_size, image_size, 3]), tf.constant(0),
          tf.constant(0.0), tf.constant(0))).repeat()

@@ -149,17 +149,22 @@ def train_fn(augment, image_size, encoded, pad=4, flip=True):
   return fn
 
 
-def eval_fn(augment, image_size, encoded=True):
-  """The evaluation (and serving) preprocessing of a data source's style.
+def eval_fn(augment, image_size, encoded=True, style='default'):
+  """The evaluation (and serving) preprocessing.
 
   Args:
     augment: The source's style, as for `train_fn`.
     image_size: Output height and width.
     encoded: True if images arrive as encoded bytes, False for uint8 arrays.
+    style: --eval_preprocessing: 'default' (the source's own) or
+      'slim_inception' (`slim_inception_eval`, for any source).
 
   Returns:
     fn(image) -> float32 [image_size, image_size, 3] in [-1, 1].
   """
+  if style == 'slim_inception':
+    return lambda image: slim_inception_eval(
+        decode(image) if encoded else image, image_size)
   if augment == 'inception':
     return lambda image: imagenet_eval(image, image_size)
 
@@ -168,3 +173,33 @@ def eval_fn(augment, image_size, encoded=True):
     return small_eval(image, image_size)
 
   return fn
+
+
+# tf-slim's eval crop: the central 87.5% of height and of width.
+SLIM_CENTRAL_FRACTION = 0.875
+
+
+def slim_inception_eval(image, image_size):
+  """tf-slim's `inception_preprocessing.preprocess_for_eval`, exactly.
+
+  The published tf-slim ResNet v2 checkpoints were evaluated with it:
+  convert to float in [0, 1]; keep the central 87.5% of the height and of
+  the width (`tf.image.central_crop`, so the aspect ratio is not kept);
+  resize bilinearly to image_size x image_size with TF1's semantics
+  (`align_corners=False` and no half-pixel centres: TF2's `tf.image.resize`
+  samples half a pixel elsewhere and differs by up to 0.6 on the [-1, 1]
+  scale); then scale to [-1, 1] as (x - 0.5) * 2.
+
+  Args:
+    image: A decoded uint8 (or float in [0, 1]) [height, width, 3] image.
+    image_size: Output height and width.
+
+  Returns:
+    A float32 [image_size, image_size, 3] image in [-1, 1].
+  """
+  image = tf.image.convert_image_dtype(image, tf.float32)
+  image = tf.image.central_crop(image, SLIM_CENTRAL_FRACTION)
+  image = tf.raw_ops.ResizeBilinear(
+      images=image[tf.newaxis], size=[image_size, image_size],
+      align_corners=False, half_pixel_centers=False)[0]
+  return (image - 0.5) * 2.0

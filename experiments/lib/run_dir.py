@@ -25,6 +25,7 @@ import sys
 
 from absl import logging
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from experiments.lib.config import ConfigError
 
@@ -153,8 +154,65 @@ def _restore(checkpoint, path):
   parts = {'model': checkpoint.model, 'optimizer': checkpoint.optimizer}
   if has_scale and hasattr(checkpoint, 'loss_scale'):
     parts['loss_scale'] = checkpoint.loss_scale
-  tf.train.Checkpoint(**parts).restore(
-      path).assert_existing_objects_matched().expect_partial()
+  status = tf.train.Checkpoint(**parts).restore(path)
+  status.expect_partial()  # First, so that a failed restore stays quiet too.
+  status.assert_existing_objects_matched()
+
+
+_SHOWN = 8
+
+
+def _saved_layer_shapes(path):
+  """{layer position: sorted weight shapes} of the model in one of our checkpoints.
+
+  Keras tracks a model's layers by position ('model/_operations/<i>'); a
+  weight may be saved under another path (the optimizer's), so the
+  checkpoint's object graph is followed rather than its keys.
+  """
+  reader = tf.train.load_checkpoint(path)
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(reader.get_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'))
+  shapes = reader.get_variable_to_shape_map()
+
+  def child(node, name):
+    return next((c.node_id for c in graph.nodes[node].children
+                 if c.local_name == name), None)
+
+  operations = child(child(0, 'model') or 0, '_operations')
+  layers = {}
+  for layer in (graph.nodes[operations].children if operations else []):
+    layers[int(layer.local_name)] = sorted(
+        tuple(shapes[attribute.checkpoint_key])
+        for weight in graph.nodes[layer.node_id].children
+        for attribute in graph.nodes[weight.node_id].attributes
+        if attribute.name == 'VARIABLE_VALUE')
+  return layers
+
+
+def _mismatches(model, path):
+  """Lists the layers whose weights differ in shape from the checkpoint's.
+
+  Returns '' where they all agree (the checkpoint is then damaged, not
+  mismatched) or the checkpoint cannot be read.
+  """
+  try:
+    saved = _saved_layer_shapes(path)
+  except (tf.errors.OpError, ValueError, KeyError, IndexError):
+    return ''  # Damaged (IndexError: TF's reader of a truncated file).
+  lines = []
+  for index, layer in enumerate(model.operations):
+    ours = sorted(tuple(w.shape) for w in getattr(layer, 'weights', []))
+    theirs = saved.pop(index, [])
+    if ours != theirs:
+      lines.append(f'{layer.name}: checkpoint {theirs or "none"}, this network '
+                   f'{ours or "none"}')
+  lines += [f'layer {i} of the checkpoint: {shapes}, not in this network'
+            for i, shapes in sorted(saved.items()) if shapes]
+  if not lines:
+    return ''
+  more = f'\n      ... and {len(lines) - _SHOWN} more' if len(lines) > _SHOWN else ''
+  return ('\n    weights that differ (layer: shapes):' + ''.join(
+      f'\n      {line}' for line in lines[:_SHOWN]) + more)
 
 
 def restore_newest_intact(checkpoint, model_dir):
@@ -183,7 +241,7 @@ def restore_newest_intact(checkpoint, model_dir):
       logging.warning('Skipped checkpoint %s, which cannot be restored (%s); '
                       'trying the one before it.', path, reason)
       skipped.append(path)
-      errors.append(f'\n  {path}: {reason}')
+      errors.append(f'\n  {path}: {reason}{_mismatches(checkpoint.model, path)}')
   if skipped:
     raise ConfigError(
         f'{model_dir} holds checkpoints, but none of the checkpoints restores '

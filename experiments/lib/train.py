@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.lib import cluster
+from experiments.lib import config as config_lib
 from experiments.lib import datasets
 from experiments.lib import export
 from experiments.lib import input_pipeline
@@ -124,11 +125,17 @@ def resolve(config, source=None):
                                jit_compile=jit_compile, seed=seed)
   if source is None:
     return config
-  if config.num_classes not in (None, source.num_classes):
-    raise ConfigError(f'--num_classes={config.num_classes}, but {source.name} '
-                      f'has {source.num_classes} classes.')
+  num_classes = source.num_classes + config.labels_offset
+  if config.num_classes not in (None, num_classes):
+    offset = (f' (+{config.labels_offset} from --labels_offset)'
+              if config.labels_offset else '')
+    raise ConfigError(
+        f'--num_classes={config.num_classes}, but {source.name} has '
+        f'{source.num_classes} classes{offset}. For a tf-slim checkpoint with '
+        "1001 classes ('background' first) on 1000-class ImageNet, add "
+        '--labels_offset=1.')
   return dataclasses.replace(
-      config, num_classes=source.num_classes,
+      config, num_classes=num_classes,
       image_size=config.image_size or source.image_size,
       train_steps=optimization.total_steps(config, source.num_train),
       train_epochs=None)
@@ -157,7 +164,7 @@ def run(config):
     StoppedError: If the loss becomes NaN or infinite, or a checkpoint cannot
       be written.
   """
-  config = resolve(config)
+  requested, config = config, resolve(config)
   cluster.configure_devices(config)
   strategy, agree = cluster.start_strategy(config)
   chief = cluster.is_chief(strategy)
@@ -166,15 +173,19 @@ def run(config):
     lock.acquire()
   write_dir = config.model_dir if chief else cluster.scratch_dir(strategy)
   try:
-    return _run_in(write_dir, config, strategy, agree, chief)
+    return _run_in(write_dir, requested, config, strategy, agree, chief)
   finally:
     lock.release()
     if not chief:
       cluster.remove_scratch_dir(write_dir)
 
 
-def _run_in(write_dir, config, strategy, agree, chief):
-  """`run`, once this process holds its directory to write in."""
+def _run_in(write_dir, requested, config, strategy, agree, chief):
+  """`run`, once this process holds its directory to write in.
+
+  `requested` is the config as given, `config` the one resolved for this
+  machine.
+  """
   export_dir = config.export_dir or os.path.join(config.model_dir, 'export')
   if chief and config.mode != 'eval':
     export.check_export_dir(export_dir, config.model_dir)
@@ -184,9 +195,16 @@ def _run_in(write_dir, config, strategy, agree, chief):
                       f'{config.model_dir} (there is none) or --init_checkpoint.')
   source = datasets.load_source(config.dataset, config.data_dir,
                                 config.manual_dir, config.num_classes,
-                                config.image_size)
+                                config.image_size,
+                                need_data=config.mode != 'export')
   config = resolve(config, source)
   datasets.check_source(source, config.mode)
+  if chief and config.mode in ('train', 'train_and_eval'):
+    # What a later command on this directory starts from: the data's values
+    # filled in, the machine's ('auto') left to each machine.
+    config_lib.save(dataclasses.replace(
+        config, precision=requested.precision,
+        jit_compile=requested.jit_compile), config.model_dir)
   session, restored = _start_session(config, strategy, agree, source,
                                      write_dir, chief)
   if config.mode == 'eval':
@@ -200,8 +218,11 @@ def _run_in(write_dir, config, strategy, agree, chief):
   if summary['status'] in ('exported', 'finished'):
     # A non-chief worker takes part in saving, into its scratch directory.
     target = export_dir if chief else os.path.join(write_dir, 'export')
-    export.export_saved_model(session.model, target, config.image_size,
-                              source.augment, model_dir=config.model_dir)
+    labels, names = datasets.labels_with_offset(source, config.labels_offset)
+    export.export_saved_model(
+        session.model, target, config.image_size, source.augment,
+        model_dir=config.model_dir, labels=labels, label_names=names,
+        eval_preprocessing=config.eval_preprocessing)
     logging.info('Exported the SavedModel to %s.', target)
     if chief:
       summary['export_dir'] = export_dir
@@ -248,8 +269,9 @@ def evaluate(session):
   """Evaluates on the whole eval split; returns {'loss', 'top1', 'top5', ...}."""
   config = session.config
   dataset = session.strategy.distribute_datasets_from_function(
-      input_pipeline.eval_dataset_fn(session.source, config.image_size,
-                                     config.batch_size),
+      input_pipeline.eval_dataset_fn(
+          session.source, config.image_size, config.batch_size,
+          config.labels_offset, config.eval_preprocessing),
       _input_options(config))
   eval_step = steps.make_eval_step(session.strategy, session.model)
   totals = np.zeros(4)
@@ -299,7 +321,8 @@ def _train_iterator(session, step):
       input_pipeline.train_dataset_fn(
           session.source, config.image_size, config.batch_size, config.seed or 0,
           start_step=step, end_step=config.train_steps,
-          shuffle_buffer=config.shuffle_buffer),
+          shuffle_buffer=config.shuffle_buffer,
+          labels_offset=config.labels_offset),
       _input_options(config)))
 
 
