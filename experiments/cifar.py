@@ -14,7 +14,6 @@ first 400 steps unless --warmup_steps is given.
 
 import dataclasses
 
-from absl import app
 from absl import flags
 
 from experiments.lib import cli
@@ -37,5 +36,10 @@ def main(argv):
   cli.run(config)
 
 
+def run_main():
+  """The console script resnet-v2-cifar."""
+  cli.run_main(__doc__, main)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run_main()

@@ -38,5 +38,10 @@ def main(argv):
     print(resnet_v2.layer_table(model), end='\n\n')
 
 
-if __name__ == '__main__':
+def run_main():
+  """The console script resnet-v2-describe."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run_main()

@@ -9,7 +9,6 @@ exports a SavedModel, reloads it and classifies held-out digits, sent to it as
 PNG bytes.
 """
 
-from absl import app
 from absl import flags
 from absl import logging
 
@@ -65,5 +64,10 @@ def main(argv):
                  100 * accuracy, _SHOW.value)
 
 
+def run_main():
+  """The console script resnet-v2-digits."""
+  cli.run_main(__doc__, main, ['show'])
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run_main()

@@ -22,5 +22,11 @@ cli.define_flags(Config(
     momentum=0.9, weight_decay=1e-4, label_smoothing=0.0,
     steps_per_loop=500, log_every=500, checkpoint_every=5000, eval_every=0))
 
+
+def run_main():
+  """The console script resnet-v2-imagenet."""
+  cli.run_main(__doc__)
+
+
 if __name__ == '__main__':
-  cli.run_main()
+  run_main()

@@ -32,8 +32,17 @@ def read_metrics(path):
 
 
 def plot(series, output):
-  """Draws one panel per metric, train and eval together, into `output`."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
+  """Draws one panel per metric, train and eval together, into `output`.
+
+  Raises:
+    app.UsageError: If matplotlib, an optional dependency, is missing.
+  """
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise app.UsageError(
+        "plot_metrics draws with matplotlib, which is not installed: "
+        "pip install 'resnet-v2[plot]' (or matplotlib).") from None
   matplotlib.use('Agg')
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
   figure, axes = pyplot.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
@@ -59,5 +68,10 @@ def main(argv):
   print(f'Wrote {output}')
 
 
-if __name__ == '__main__':
+def run_main():
+  """The console script resnet-v2-plot-metrics."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run_main()

@@ -23,6 +23,7 @@ from tf_slim.ops.arg_scope import add_arg_scope
 from resnet_v2 import scopes
 
 
+@keras.saving.register_keras_serializable(package='resnet_v2')
 class BatchNorm(keras.layers.BatchNormalization):
   """Keras BatchNormalization with slim's fused kernel and fixed mode.
 

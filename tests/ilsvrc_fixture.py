@@ -32,7 +32,7 @@ and TF 2.21 on CPU:
    has a bug here (tensorflow/datasets#11212): it declares
    `importlib_resources` only for Python < 3.9 but uses it anyway, so without
    that package this call raises "ModuleNotFoundError: No module named
-   'importlib_resources'". setup.py therefore requires importlib_resources. For the default fixture
+   'importlib_resources'". pyproject.toml therefore requires importlib_resources. For the default fixture
    (12 train + 6 val images) preparing takes about 0.5 s, after 7-20 s of
    importing TF and TFDS on this 2-core machine. Writing the fixture takes
    0.2 s or less. Then `builder.as_dataset(split='train')` (or 'validation')

@@ -1,12 +1,12 @@
 # Sourced by tools/main.sh and tools/test.sh: makes .venv with the project
 # installed (editable, CPU TensorFlow, test tools), reinstalling only when
-# setup.py changes. Set PYTHON to choose the interpreter (default python3).
+# pyproject.toml changes. Set PYTHON to choose the interpreter (default python3).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
-stamp=".venv/.resnet-v2-$(sha1sum setup.py | cut -c1-12)"
+stamp=".venv/.resnet-v2-$(sha1sum pyproject.toml | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e '.[cpu,test]'

@@ -7,9 +7,18 @@ module only translates.
 """
 
 import dataclasses
+import json
+import os
 import signal
 import sys
+import textwrap
 
+# TensorFlow's C++ INFO and WARNING lines (the oneDNN banner, sharding and
+# fingerprint notes) say nothing a run's user acts on; set before TensorFlow
+# is imported. TF_CPP_MIN_LOG_LEVEL=0 in the environment brings them back.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
@@ -113,17 +122,25 @@ def run(config):
   # Imported here, after the flags are checked, so that a bad flag is
   # reported without waiting for TensorFlow to start.
   from experiments.lib import datasets  # pylint: disable=g-import-not-at-top
+  from experiments.lib import run_dir  # pylint: disable=g-import-not-at-top
   from experiments.lib import train  # pylint: disable=g-import-not-at-top
   try:
     summary = train.run(config)
-  except (ConfigError, datasets.DataError, train.StoppedError) as e:
+  except (ConfigError, datasets.DataError, train.NonFiniteLossError,
+          run_dir.CheckpointWriteError) as e:
     _exit_with(e)
   except KeyboardInterrupt:  # Ctrl-C outside the training loop.
     logging.error('Interrupted by Ctrl-C; checkpoints are saved only from '
                   'inside the training loop.')
     sys.exit(128 + signal.SIGINT)
-  logging.info('Done: %s', {k: v for k, v in summary.items() if v is not None})
+  logging.info('Done: %s', json.dumps(
+      {k: v for k, v in summary.items() if v is not None}, default=_plain))
   return summary
+
+
+def _plain(value):
+  """NumPy scalars as plain numbers in the final summary."""
+  return value.item() if hasattr(value, 'item') else str(value)
 
 
 def _exit_with(error):
@@ -145,5 +162,57 @@ def main(argv):
   run(parsed_config())
 
 
-def run_main():
-  app.run(main)
+_HELP_FLAGS = ('--help', '-help', '-h', '-?', '--helpshort')
+
+
+def help_text(doc, script_flags=()):
+  """The recipe's --help: its docstring, then its flags grouped by purpose.
+
+  absl's own --help lists only the flags of the main module, and
+  --helpfull lists absl's and TensorFlow's flags first; this lists the
+  project's, by group, with their defaults (the recipe's).
+
+  Args:
+    doc: The recipe's docstring.
+    script_flags: Names of flags the recipe defines itself.
+  """
+  wrap = lambda text: textwrap.fill(text, 80, initial_indent='    ',
+                                    subsequent_indent='    ')
+  lines = [doc.strip(), '']
+  groups = {group: [] for group in config_lib.GROUPS}
+  for field in dataclasses.fields(Config):
+    groups[field.metadata['group']].append(field.name)
+  groups['this script'] = list(script_flags)
+  for group, names in groups.items():
+    if names:
+      lines.append(f'{group}:')
+    for name in names:
+      flag = FLAGS[name]
+      lines += [f'  --{name}  (default: {_shown(flag.default)})',
+                wrap(flag.help), '']
+  lines.append('absl, logging and TensorFlow flags: --helpfull')
+  return '\n'.join(lines)
+
+
+def _shown(default):
+  if default is None:
+    return 'none'
+  if isinstance(default, bool):
+    return str(default).lower()
+  if isinstance(default, (list, tuple)):
+    return ','.join(str(v) for v in default)
+  return str(default)
+
+
+def run_main(doc, main_fn=main, script_flags=()):
+  """Runs a recipe's absl main, answering --help with `help_text` first.
+
+  Args:
+    doc: The recipe's docstring (a console script's __main__ has none).
+    main_fn: The absl main (default: `main`, train/eval/export as flagged).
+    script_flags: Names of the flags the recipe defines itself, for --help.
+  """
+  if any(arg in _HELP_FLAGS for arg in sys.argv[1:]):
+    print(help_text(doc or '', script_flags))
+    sys.exit(0)
+  app.run(main_fn)

@@ -93,8 +93,9 @@ class Config:
   # Data.
   dataset: str = _field(
       'digits', DATA, "imagenet2012, cifar10, cifar100 (TFDS), digits "
-      "(scikit-learn's 8x8 digits, no download), synthetic (random images, "
-      'for speed tests), or a directory of class sub-folders (optionally in '
+      "(scikit-learn's 8x8 digits, no download), synthetic (generated, "
+      'learnable: a colour and stripes per class; for speed and smoke tests), '
+      'or a directory of class sub-folders (optionally in '
       'train/ and validation/).', fixed=True)
   data_dir: Optional[str] = _field(
       None, DATA, 'The TFDS data directory (default: ~/tensorflow_datasets).')
@@ -236,8 +237,8 @@ class Config:
     """Raises ConfigError for a value, or values, that cannot run.
 
     This is the one place where settings are validated: every field against
-    its choices and lower bound, then the rules between fields, then the
-    network (depth or block spec) with the library's own checks.
+    its choices and bounds, then the rules between fields, then the network
+    (depth or block spec) with the library's own checks.
     """
     for field in dataclasses.fields(self):
       value, meta = getattr(self, field.name), field.metadata
@@ -279,9 +280,9 @@ class Config:
         return self.depth
       return resnet_v2.parse_blocks(self.blocks)
     except ValueError as e:
-      flag = ('--depth' if self.blocks is None else '--blocks',
-              self.depth if self.blocks is None else self.blocks)
-      raise ConfigError(f'{flag[0]}={flag[1]!r}: {e}') from None
+      if self.blocks is None:
+        raise ConfigError(f'--depth={self.depth!r}: {e}') from None
+      raise ConfigError(f'--blocks={self.blocks!r}: {e}') from None
 
 
 def _flag_text(value):

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 
+@keras.saving.register_keras_serializable(package='resnet_v2')
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
   """Warm-up, then cosine decay to 0 or division by 10 at given steps.
 

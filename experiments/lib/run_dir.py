@@ -9,6 +9,8 @@ A run directory holds days of work, so this module never guesses:
   float16, the loss scale, saved apart from the optimizer so that a run can
   resume under another precision (--precision=auto differs between
   machines).
+- `save_checkpoint` stops the run with a clear error where a checkpoint
+  cannot be written (a full disk), removing its partial files.
 - `restore_newest_intact` finds every checkpoint, whether or not TF's
   `checkpoint` index file lists it, and restores the newest one that reads
   back whole, naming those it skipped; with checkpoints present and none
@@ -20,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 
@@ -107,6 +110,30 @@ def _describe(holder):
     return 'a process that left no details'
   return (f'pid {holder.get("pid")} on {holder.get("host")}, started '
           f'{holder.get("started")}: {holder.get("command")}')
+
+
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written (e.g. the disk is full)."""
+
+
+def save_checkpoint(manager, step):
+  """Saves checkpoint `step`; on failure removes its partial files and stops.
+
+  Raises:
+    CheckpointWriteError: Naming the error and the newest checkpoint kept.
+  """
+  try:
+    manager.save(checkpoint_number=step)
+  except (tf.errors.OpError, OSError) as e:
+    partial = os.path.join(manager.directory, f'ckpt-{step}_temp')
+    if os.path.isdir(partial):  # The unfinished write of ours: free its space.
+      shutil.rmtree(partial, ignore_errors=True)
+    reason = getattr(e, 'message', None) or str(e)
+    raise CheckpointWriteError(
+        f'Could not write checkpoint {step} in {manager.directory} '
+        f'({reason.split(";")[-1].strip()}). The run stopped; the newest '
+        f'checkpoint kept is {manager.latest_checkpoint}. Make room (or fix '
+        'the directory) and rerun the same command to resume.') from None
 
 
 def training_checkpoint(model, optimizer):

@@ -18,7 +18,6 @@ complete, so a hard kill loses at most the steps since the last one.
 
 import dataclasses
 import os
-import shutil
 import signal
 import time
 from typing import Any, Callable
@@ -42,36 +41,8 @@ from experiments.lib.config import Config
 from experiments.lib.config import ConfigError
 
 
-class StoppedError(RuntimeError):
-  """The run had to stop; the message says why and what was kept."""
-
-
-class NonFiniteLossError(StoppedError):
+class NonFiniteLossError(RuntimeError):
   """The loss became NaN or infinite; the message names the step."""
-
-
-class CheckpointWriteError(StoppedError):
-  """A checkpoint could not be written (e.g. the disk is full)."""
-
-
-def _save(manager, step):
-  """Saves checkpoint `step`; on failure removes its partial files and stops.
-
-  Raises:
-    CheckpointWriteError: Naming the error and the newest checkpoint kept.
-  """
-  try:
-    manager.save(checkpoint_number=step)
-  except (tf.errors.OpError, OSError) as e:
-    partial = os.path.join(manager.directory, f'ckpt-{step}_temp')
-    if os.path.isdir(partial):  # The unfinished write of ours: free its space.
-      shutil.rmtree(partial, ignore_errors=True)
-    reason = getattr(e, 'message', None) or str(e)
-    raise CheckpointWriteError(
-        f'Could not write checkpoint {step} in {manager.directory} '
-        f'({reason.split(";")[-1].strip()}). The run stopped; the newest '
-        f'checkpoint kept is {manager.latest_checkpoint}. Make room (or fix '
-        'the directory) and rerun the same command to resume.') from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +132,8 @@ def run(config):
     ConfigError: For an unusable configuration, a model_dir in use, or
       checkpoints none of which restores.
     datasets.DataError: For missing or unusable data.
-    StoppedError: If the loss becomes NaN or infinite, or a checkpoint cannot
-      be written.
+    NonFiniteLossError: If the loss becomes NaN or infinite.
+    run_dir.CheckpointWriteError: If a checkpoint cannot be written.
   """
   requested, config = config, resolve(config)
   cluster.configure_devices(config)
@@ -252,6 +223,10 @@ def _start_session(config, strategy, agree, source, write_dir, chief):
                  config.init_checkpoint)
   reporter = reporting.Reporter(config.model_dir, chief,
                                 int(optimizer.iterations.numpy()))
+  if chief:
+    logging.info('Run directory %s (config.json, checkpoints, metrics.jsonl); '
+                 'to follow it: tensorboard --logdir %s', config.model_dir,
+                 config.model_dir)
   session = Session(config, strategy, agree, source, model, optimizer,
                     manager, reporter)
   return session, {'resumed_from': latest, 'skipped_checkpoints': skipped}
@@ -275,8 +250,13 @@ def evaluate(session):
       _input_options(config))
   eval_step = steps.make_eval_step(session.strategy, session.model)
   totals = np.zeros(4)
-  for batch in dataset:
+  batches = input_pipeline.eval_steps(session.source, config.batch_size)
+  last_report = time.time()
+  for done, batch in enumerate(dataset, 1):
     totals += eval_step(batch).numpy()
+    if time.time() - last_report > 30 and done < batches:
+      logging.info('eval: %d of %d batches', done, batches)
+      last_report = time.time()
   loss, top1, top5, count = totals
   count = max(count, 1)
   return {'loss': loss / count, 'top1': top1 / count, 'top5': top5 / count,
@@ -345,7 +325,7 @@ def loop(session):
 
   Raises:
     NonFiniteLossError: If the loss becomes NaN or infinite.
-    CheckpointWriteError: If a checkpoint cannot be written.
+    run_dir.CheckpointWriteError: If a checkpoint cannot be written.
   """
   config, strategy, manager = session.config, session.strategy, session.checkpoints
   step, total = session.step, config.train_steps
@@ -379,14 +359,14 @@ def loop(session):
         progress.report(session.reporter, step,
                         float(session.optimizer.learning_rate.numpy()))
       if bool(session.agree(tf.constant(stops.received is not None))):
-        _save(manager, step)
+        run_dir.save_checkpoint(manager, step)
         logging.warning('%s at step %d: checkpoint saved in %s. Rerun the same '
                         'command to resume.', 'Stopped' if stops.received ==
                         signal.SIGINT else 'Preempted', step, config.model_dir)
         return {'step': step, 'status': 'preempted', 'eval': result,
                 'skipped_images': progress.skipped}
       if step % config.checkpoint_every == 0 or step == total:
-        _save(manager, step)
+        run_dir.save_checkpoint(manager, step)
         last_saved = step
       if config.mode == 'train_and_eval' and (
           (config.eval_every and step % config.eval_every == 0) or step == total):

@@ -1,0 +1,50 @@
+"""Models the library builds are ordinary Keras models: .keras files round-trip."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import resnet_v2
+from experiments.lib import optimization
+from tests import run_cli
+
+
+@pytest.mark.parametrize('build', [
+    dict(depth_or_blocks=resnet_v2.parse_blocks('4x1/2, 8x1'), num_classes=5,
+         input_shape=(16, 16, 3), stem='cifar'),
+    dict(depth_or_blocks=resnet_v2.parse_blocks('4x2/2, 8x1'), num_classes=3,
+         input_shape=(33, 33, 3), stem='imagenet', output_stride=8, global_pool=False,
+         spatial_squeeze=False),
+    dict(depth_or_blocks=resnet_v2.parse_blocks('4x1'), num_classes=None,
+         input_shape=(8, 8, 16), stem='none', dtype_policy='mixed_bfloat16'),
+])
+def test_keras_file_round_trip_in_a_fresh_process(tmp_path, build):
+  model = resnet_v2.build_model(**build)
+  for weight in model.weights:  # Non-trivial values everywhere.
+    weight.assign(np.random.default_rng(len(weight.path)).uniform(0.5, 1.5, weight.shape))
+  images = np.random.default_rng(0).normal(size=(2, *build['input_shape'])).astype(np.float32)
+  np.save(tmp_path / 'images.npy', images)
+  np.save(tmp_path / 'expected.npy', keras.ops.convert_to_numpy(model(images)).astype(np.float32))
+  model.save(tmp_path / 'model.keras')
+  # A new process: nothing registered but by `import resnet_v2`, no custom_objects.
+  script = (
+      'import keras, numpy as np, sys, resnet_v2\n'
+      f'model = keras.saving.load_model({str(tmp_path / "model.keras")!r})\n'
+      f'out = keras.ops.convert_to_numpy(model(np.load({str(tmp_path / "images.npy")!r})))\n'
+      f'np.testing.assert_array_equal(out.astype(np.float32), np.load({str(tmp_path / "expected.npy")!r}))\n'
+      'print("layers", len(model.layers), model.name)\n')
+  result = subprocess.run([sys.executable, '-c', script], env=run_cli.env(), cwd=run_cli.ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  assert result.returncode == 0, result.stdout[-3000:]
+  assert f'layers {len(model.layers)} {model.name}' in result.stdout
+
+
+def test_learning_rate_schedule_round_trips():
+  schedule = optimization.WarmupDecay(0.4, 100, warmup_steps=10, decay='step',
+                                      boundaries=[50, 80], warmup_lr=0.01)
+  restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+  assert type(restored) is optimization.WarmupDecay
+  assert [float(restored(s)) for s in (0, 20, 60, 90)] == [float(schedule(s)) for s in (0, 20, 60, 90)]
