@@ -13,9 +13,10 @@ import signal
 import sys
 import textwrap
 
-# TensorFlow's C++ INFO and WARNING lines (the oneDNN banner, sharding and
-# fingerprint notes) say nothing a run's user acts on; set before TensorFlow
-# is imported. TF_CPP_MIN_LOG_LEVEL=0 in the environment brings them back.
+# TensorFlow's C++ INFO and WARNING lines (sharding and fingerprint notes)
+# say nothing a run's user acts on; set before TensorFlow is imported.
+# TF_CPP_MIN_LOG_LEVEL=0 in the environment brings them back. (TF 2.21's
+# oneDNN banner comes before its logging starts and ignores this.)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
