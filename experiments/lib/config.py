@@ -304,12 +304,12 @@ SAVED_CONFIG = 'config.json'
 
 
 def _plain(value):
+  """A value as JSON holds it: tuples become lists."""
   return list(value) if isinstance(value, tuple) else value
 
 
 def _same(a, b):
-  plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v
-  return plain(a) == plain(b)
+  return _plain(a) == _plain(b)
 
 
 def save(config, model_dir):
