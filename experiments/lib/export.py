@@ -91,9 +91,9 @@ class Servable(tf.Module):
       images = tf.reshape(images, [-1, size, size, 3])
     _assert_not_empty(images, 'serve_images')
     finite = tf.reduce_all(tf.math.is_finite(images), axis=[1, 2, 3])
-    with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(finite), [
-        'serve_images got NaN or infinite pixels in these images (by index):',
-        tf.where(tf.logical_not(finite))[:, 0]])]):
+    with tf.control_dependencies([_assert_each(
+        finite, 'serve_images got NaN or infinite pixels in these images '
+        '(by index):')]):
       images = tf.identity(images)
     return self._outputs(preprocessing.normalize(images))
 
@@ -102,10 +102,8 @@ class Servable(tf.Module):
     known = tf.logical_or(
         tf.strings.substr(image_bytes, 0, len(_JPEG_MAGIC)) == _JPEG_MAGIC,
         tf.strings.substr(image_bytes, 0, len(_PNG_MAGIC)) == _PNG_MAGIC)
-    check = tf.debugging.Assert(
-        tf.reduce_all(known),
-        ['serving_default expects JPEG or PNG file bytes; these inputs '
-         '(by index) are neither:', tf.where(tf.logical_not(known))[:, 0]])
+    check = _assert_each(known, 'serving_default expects JPEG or PNG file '
+                         'bytes; these inputs (by index) are neither:')
     with tf.control_dependencies([check]):  # Check before decoding.
       image_bytes = tf.identity(image_bytes)
     images = tf.map_fn(
@@ -123,6 +121,12 @@ def _line_table(path):
           tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,
           tf.lookup.TextFileIndex.WHOLE_LINE),
       default_value='')
+
+
+def _assert_each(ok, message):
+  """Asserts ok[i] for every image i; the error names the indices that fail."""
+  return tf.debugging.Assert(
+      tf.reduce_all(ok), [message, tf.where(tf.logical_not(ok))[:, 0]])
 
 
 def _assert_not_empty(batch, signature):
