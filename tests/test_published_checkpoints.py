@@ -204,3 +204,15 @@ def test_a_checkpoint_of_another_network_lists_what_differs(tmp_path):
   assert re.search(r'resnet_v2\.block2\.unit_1\.bottleneck_v2\.conv3: checkpoint '
                    r'\[\(1, 1, 8, 32\), \(32,\)\], this network \[\(1, 1, 16, 64\), '
                    r'\(64,\)\]', message), message
+
+
+def test_saved_config_round_trips_on_a_non_local_filesystem():
+  """config.json goes through tf.io.gfile, as a gs:// run directory needs
+  (TF's in-memory ram:// filesystem stands in for a bucket here)."""
+  from experiments.lib import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = Config(dataset='digits', blocks='4x1/2, 8x1', stem='cifar',
+                  lr_boundary_steps=(10, 20), model_dir='ram://run')
+  config_lib.save(config, 'ram://run')
+  saved = config_lib.load_saved('ram://run')
+  assert saved['blocks'] == '4x1/2, 8x1' and saved['lr_boundary_steps'] == [10, 20]
+  assert config_lib.load_saved('ram://elsewhere') is None

@@ -20,6 +20,7 @@ import typing
 from typing import Optional, Sequence
 
 import resnet_v2
+import tensorflow as tf
 
 # Flag groups, in the order --helpfull shows them.
 NETWORK = 'network'
@@ -313,14 +314,17 @@ def _same(a, b):
 
 
 def save(config, model_dir):
-  """Writes `config` (every field) to model_dir/config.json, atomically."""
+  """Writes `config` (every field) to model_dir/config.json, atomically.
+
+  Through tf.io.gfile, so that a gs:// run directory works as a local one.
+  """
   path = os.path.join(model_dir, SAVED_CONFIG)
   text = json.dumps({f.name: _plain(getattr(config, f.name))
                      for f in dataclasses.fields(config)}, indent=2) + '\n'
-  os.makedirs(model_dir, exist_ok=True)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+  tf.io.gfile.makedirs(model_dir)
+  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
     f.write(text)
-  os.replace(path + '.tmp', path)
+  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
 
 
 def load_saved(model_dir):
@@ -330,12 +334,12 @@ def load_saved(model_dir):
     ConfigError: If the file is there but unreadable.
   """
   path = os.path.join(model_dir, SAVED_CONFIG)
-  if '://' in model_dir or not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     return None
   try:
-    with open(path, encoding='utf-8') as f:
+    with tf.io.gfile.GFile(path) as f:
       return json.load(f)
-  except (OSError, ValueError) as e:
+  except (tf.errors.OpError, ValueError) as e:
     raise ConfigError(f'{path} cannot be read ({e}); it records how this run '
                       'was made. Restore it, or use a new --model_dir.') from None
 
