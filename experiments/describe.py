@@ -3,10 +3,19 @@
     python -m experiments.describe                       # resnet_v2_50 + a custom spec
     python -m experiments.describe --depth=101 --num_classes=1001
     python -m experiments.describe --blocks='16x18/2, 32x18/2, 64x18' --image_size=32
+    python -m experiments.describe --blocks='8x1/2, 16x1' --image_size=32 --plot=net.png
+
+The table names each layer by its weights' full slim path (Keras's
+`model.summary()` cuts names to its column width). --plot draws the
+network with `keras.utils.plot_model`, which needs pydot (the [plot]
+extra) and Graphviz's `dot` program.
 """
+
+import sys
 
 from absl import app
 from absl import flags
+import keras
 
 import resnet_v2
 
@@ -18,6 +27,9 @@ _BLOCKS = flags.DEFINE_string(
     'resnet_v2.parse_blocks).')
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', 1001, 'Logits width; 0 for features.')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Input height and width.')
+_PLOT = flags.DEFINE_string(
+    'plot', None, 'Also draw the network (one: --depth or --blocks) into this '
+    'image file (.png, .svg, .pdf) with keras.utils.plot_model.')
 
 
 def main(argv):
@@ -27,6 +39,9 @@ def main(argv):
     specs.append(int(_DEPTH.value))
   if _BLOCKS.value is not None:
     specs.append(resnet_v2.parse_blocks(_BLOCKS.value))
+  if _PLOT.value and len(specs) != 1:
+    sys.exit('error: --plot draws one network: give --depth or --blocks, not '
+             'both or neither.')
   if not specs:  # The embedded default: a standard depth and a custom spec.
     specs = [50, resnet_v2.parse_blocks('16x2/2, 32x2/2, 64x2')]
   for spec in specs:
@@ -36,6 +51,26 @@ def main(argv):
     if not isinstance(spec, int):
       print(f'Block spec: {resnet_v2.format_blocks(spec)}')
     print(resnet_v2.layer_table(model), end='\n\n')
+    if _PLOT.value:
+      plot(model, _PLOT.value)
+
+
+def plot(model, path):
+  """Draws `model` into `path`, or exits with what to install.
+
+  Args:
+    model: A `keras.Model`.
+    path: The image file; its extension picks the format.
+  """
+  try:
+    keras.utils.plot_model(model, to_file=path, show_shapes=True,
+                           show_layer_names=True, dpi=72)
+  except ImportError:  # Keras's message names only one of the two.
+    sys.exit("error: --plot needs pydot and Graphviz's dot program: pip "
+             "install 'resnet-v2[plot]' (or pydot), and install Graphviz "
+             '(apt install graphviz, brew install graphviz or '
+             'https://graphviz.org/download/).')
+  print(f'Drew {model.name} into {path}.')
 
 
 def run_main():

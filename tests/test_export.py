@@ -1,5 +1,6 @@
 """The SavedModel serves float pixels and encoded images, like the model."""
 
+import dataclasses
 import io
 
 import numpy as np
@@ -8,8 +9,11 @@ import pytest
 import tensorflow as tf
 
 import resnet_v2
+from experiments.lib import config as config_lib
 from experiments.lib import export
+from experiments.lib import network
 from experiments.lib import preprocessing
+from tests import run_cli
 
 SIZE = 16
 
@@ -57,6 +61,56 @@ def test_encoded_signature_decodes_like_evaluation(exported):
   np.testing.assert_allclose(out['probabilities'], expected, atol=1e-5)
 
 
+def test_float_signature_has_a_static_shape(exported):
+  _, loaded, _ = exported
+  _, spec = loaded.signatures['serve_images'].structured_input_signature
+  assert spec['images'].shape.as_list() == [None, SIZE, SIZE, 3]
+
+
+def _tflite(path):
+  """The serve_images signature converted with builtin ops only."""
+  converter = tf.lite.TFLiteConverter.from_saved_model(
+      path, signature_keys=['serve_images'])
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+  return converter.convert()
+
+
+@pytest.mark.filterwarnings('ignore:.*tf.lite.Interpreter is deprecated')
+def test_tflite_conversion_runs_like_the_saved_model(exported):
+  _, loaded, path = exported
+  interpreter = tf.lite.Interpreter(model_content=_tflite(path))
+  assert {op['op_name'] for op in interpreter._get_ops_details()}.isdisjoint(
+      {'VAR_HANDLE', 'READ_VARIABLE', 'DELEGATE_FLEX', 'CUSTOM'})
+  pixels = np.random.default_rng(3).uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
+  got = interpreter.get_signature_runner('serve_images')(images=pixels)
+  want = loaded.signatures['serve_images'](images=tf.constant(pixels))
+  np.testing.assert_allclose(got['probabilities'], want['probabilities'], atol=1e-5)
+  np.testing.assert_array_equal(got['class_ids'], want['class_ids'])
+  for key in 'classes', 'class_names':
+    np.testing.assert_array_equal(got[key], want[key].numpy())
+
+
+def test_float32_export_of_a_mixed_precision_run_converts(tmp_path):
+  config = config_lib.Config(blocks='4x1/2, 8x1', stem='cifar',
+                             precision='mixed_bfloat16',
+                             export_precision='float32')
+  model = network.build(config, 5, SIZE)
+  assert network.for_export(model, dataclasses.replace(
+      config, export_precision='training'), SIZE) is model
+  twin = network.for_export(model, config, SIZE)
+  assert twin.compute_dtype == 'float32' and model.compute_dtype == 'bfloat16'
+  for ours, theirs in zip(twin.weights, model.weights):
+    np.testing.assert_array_equal(ours, theirs)
+  images = np.random.default_rng(4).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
+  np.testing.assert_allclose(twin(images, training=False),
+                             model(images, training=False), atol=0.05)
+  export.export_saved_model(model, str(tmp_path / 'bf16'), SIZE, 'pad_crop')
+  with pytest.raises(Exception, match='(?i)bf16|bfloat16'):
+    _tflite(str(tmp_path / 'bf16'))
+  export.export_saved_model(twin, str(tmp_path / 'f32'), SIZE, 'pad_crop')
+  assert _tflite(str(tmp_path / 'f32'))
+
+
 def test_wrong_shape_is_a_clear_error(exported):
   _, loaded, _ = exported
   with pytest.raises(tf.errors.InvalidArgumentError,
@@ -84,6 +138,7 @@ def test_export_replaces_atomically(exported, tmp_path):
 
 @pytest.mark.parametrize('images, message', [
     (np.zeros([SIZE, SIZE, 3], np.float32), r'expects float32 pixels \[batch, 16, 16, 3\]'),
+    (np.zeros([1, SIZE, SIZE, 3, 1], np.float32), r'expects float32 pixels'),
     (np.zeros([0, SIZE, SIZE, 3], np.float32), 'serve_images got an empty batch'),
     (np.stack([np.zeros([SIZE, SIZE, 3]), np.full([SIZE, SIZE, 3], np.nan),
                np.zeros([SIZE, SIZE, 3]), np.full([SIZE, SIZE, 3], np.inf)]).astype(np.float32),
@@ -99,3 +154,13 @@ def test_empty_batch_of_encoded_images_is_a_clear_error(exported):
   _, loaded, _ = exported
   with pytest.raises(tf.errors.InvalidArgumentError, match='serving_default got an empty batch'):
     loaded.signatures['serving_default'](image_bytes=tf.constant([], tf.string))
+
+
+def test_command_line_exports_a_mixed_precision_run_in_float32(tmp_path):
+  run = tmp_path / 'run'
+  run_cli.run('experiments.digits', '--blocks=4x1', '--stem=cifar', '--batch_size=16',
+              '--train_steps=2', '--steps_per_loop=2', '--mode=train', '--show=0',
+              '--precision=mixed_bfloat16', f'--model_dir={run}')
+  run_cli.run('experiments.digits', '--mode=export', '--export_precision=float32',
+              f'--model_dir={run}', f'--export_dir={tmp_path / "f32"}', '--show=0')
+  assert _tflite(str(tmp_path / 'f32'))

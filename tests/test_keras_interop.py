@@ -1,5 +1,7 @@
 """Models the library builds are ordinary Keras models: .keras files round-trip."""
 
+import os
+import shutil
 import subprocess
 import sys
 
@@ -48,3 +50,31 @@ def test_learning_rate_schedule_round_trips():
   restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
   assert type(restored) is optimization.WarmupDecay
   assert [float(restored(s)) for s in (0, 20, 60, 90)] == [float(schedule(s)) for s in (0, 20, 60, 90)]
+
+
+def test_plot_model_names_layers_by_their_slim_paths():
+  model = resnet_v2.build_model(resnet_v2.parse_blocks('4x1'), 3, input_shape=(16, 16, 3))
+  labels = ' '.join(node.get_label() or '' for node in keras.utils.model_to_dot(model).get_nodes())
+  assert 'resnet_v2.block1.unit_1.bottleneck_v2.conv1' in labels
+  assert 'resnet_v2/block1/unit_1/bottleneck_v2/conv1 ' in resnet_v2.layer_table(model)
+
+
+@pytest.mark.skipif(shutil.which('dot') is None,
+                    reason="Graphviz's dot is not installed (apt install graphviz); .ci/run "
+                    'installs it')
+def test_describe_draws_the_network(tmp_path):
+  output = run_cli.run('experiments.describe', '--blocks=4x1', '--image_size=16',
+                       '--num_classes=3', f'--plot={tmp_path / "net.png"}').stdout
+  assert (tmp_path / 'net.png').read_bytes().startswith(b'\x89PNG\r\n')
+  assert 'resnet_v2/block1/unit_1/bottleneck_v2/conv1 ' in output
+
+
+def test_describe_says_what_to_install_for_plots(tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', 'experiments.describe', '--blocks=4x1', '--image_size=16',
+       f'--plot={tmp_path / "net.png"}'], cwd=run_cli.ROOT,
+      env=dict(run_cli.env(), PATH=str(tmp_path)),  # no dot program on it
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  assert result.returncode == 1 and 'Traceback' not in result.stdout
+  assert "--plot needs pydot and Graphviz's dot program" in result.stdout
+  assert not os.path.exists(tmp_path / 'net.png')

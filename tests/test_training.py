@@ -227,7 +227,22 @@ def test_cifar_script_builds_the_papers_network_and_trains(tmp_path):
                        '--steps_per_loop=2', '--log_every=2', '--lr_boundary_steps=2',
                        f'--model_dir={tmp_path}', '--precision=float32').stdout
   assert re.search(r'Training resnet_v2_11 .* on synthetic', output)
+  assert f'tensorboard --logdir {tmp_path}' in output
   assert 'step 4/4' in output and 'Exported the SavedModel' in output
+  # TensorFlow's own INFO lines are off; the summary is plain JSON numbers.
+  assert 'Sharding callback' not in output and 'fingerprint' not in output, output
+  assert 'cpu_feature_guard' not in output
+  done = json.loads(re.search(r'Done: (\{.*\})', output).group(1))
+  assert done['step'] == 4 and isinstance(done['eval']['top1'], float)
+
+
+def test_tf_log_level_brings_back_tensorflow_lines(tmp_path):
+  output = run_cli.run('experiments.digits', '--blocks=4x1', '--stem=cifar',
+                       '--batch_size=16', '--train_steps=2', '--steps_per_loop=2',
+                       '--mode=train', '--tf_log_level=0', '--show=0',
+                       f'--model_dir={tmp_path}').stdout
+  assert 'Sharding callback' in output  # TensorFlow's Python INFO lines
+  assert 'cpu_feature_guard' in output  # and its C++ ones
 
 
 def test_synthetic_data_is_learnable(tmp_path):
@@ -250,4 +265,5 @@ def test_help_lists_the_projects_flags_by_group():
                      'run and output:', 'this script:'], output
   assert "--blocks  (default: 16x2/2, 32x2)" in output  # the recipe's default
   assert '--show  (default: 8)' in output and '--helpfull' in output
+  assert '--tf_log_level  (default: 2)' in output and '--export_precision' in output
   assert '--logtostderr' not in output and 'absl.app' not in output

@@ -13,11 +13,10 @@ import signal
 import sys
 import textwrap
 
-# TensorFlow's C++ INFO and WARNING lines (sharding and fingerprint notes)
-# say nothing a run's user acts on; set before TensorFlow is imported.
-# TF_CPP_MIN_LOG_LEVEL=0 in the environment brings them back. (TF 2.21's
-# oneDNN banner comes before its logging starts and ignores this.)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from experiments.lib import tf_log
+
+# Before TensorFlow is imported (by config, below).
+tf_log.configure(tf_log.level_in(sys.argv))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
@@ -37,13 +36,21 @@ _ALTERNATIVES = (('blocks', 'depth'), ('depth', 'blocks'),
                  ('train_epochs', 'train_steps'))
 
 
-def _group(field):
+def _group(group):
   # absl groups --helpfull by the module that defined a flag, sorted by name;
-  # naming that "module" after the field's purpose (numbered, for the order)
+  # naming that "module" after the flag's purpose (numbered, for the order)
   # groups the flags by purpose.
-  index = config_lib.GROUPS.index(field.metadata['group'])
-  return (f'resnet-v2 flags {index + 1}/{len(config_lib.GROUPS)}: '
-          f'{field.metadata["group"]}')
+  index = config_lib.GROUPS.index(group)
+  return f'resnet-v2 flags {index + 1}/{len(config_lib.GROUPS)}: {group}'
+
+
+# A setting of the process, not of the run: not a Config field.
+flags.DEFINE_enum(
+    'tf_log_level', tf_log.DEFAULT, list(tf_log.LEVELS),
+    "TensorFlow's own log lines, C++ and Python: 0 all (INFO: sharding "
+    'callbacks, SavedModel fingerprints, ...), 1 warnings and errors, 2 '
+    'errors, 3 none. Default: TF_CPP_MIN_LOG_LEVEL, else 2.',
+    module_name=_group(config_lib.OUTPUT))
 
 
 def define_flags(defaults):
@@ -56,7 +63,8 @@ def define_flags(defaults):
   for field in dataclasses.fields(Config):
     name, value = field.name, getattr(defaults, field.name)
     kind, spellings = types[name], field.metadata['spellings']
-    common = dict(help=field.metadata['help'], module_name=_group(field))
+    common = dict(help=field.metadata['help'],
+                  module_name=_group(field.metadata['group']))
     if spellings:
       word = next(w for w, v in spellings.items() if v == value)
       flags.DEFINE_enum(name, word, list(spellings), **common)
@@ -183,6 +191,7 @@ def help_text(doc, script_flags=()):
   groups = {group: [] for group in config_lib.GROUPS}
   for field in dataclasses.fields(Config):
     groups[field.metadata['group']].append(field.name)
+  groups[config_lib.OUTPUT].append('tf_log_level')
   groups['this script'] = list(script_flags)
   for group, names in groups.items():
     if names:

@@ -212,6 +212,11 @@ class Config:
   export_dir: Optional[str] = _field(
       None, OUTPUT, 'Where the SavedModel goes (default: <model_dir>/export).',
       remembered=False)
+  export_precision: str = _field(
+      'training', OUTPUT, 'training: export with the precision the run trains '
+      'in; float32: float32 weights and ops whatever that was (for TFLite and '
+      'other converters, which refuse bfloat16 and float16).',
+      choices=('training', 'float32'), remembered=False)
   log_every: int = _field(
       100, OUTPUT, 'Steps between progress lines and summaries.', minimum=1)
   checkpoint_every: int = _field(

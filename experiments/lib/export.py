@@ -11,11 +11,14 @@ label_names.txt:
   tensor of JPEG or PNG files; decoding, resizing, cropping and scaling are
   done inside, exactly as for evaluation.
 - `serve_images`: `images`, float32 [batch, size, size, 3] pixel values in
-  [0, 255], already resized and cropped to the model's size.
+  [0, 255], already resized and cropped to the model's size. Its input shape
+  is static, so this signature converts to TFLite with builtin ops only
+  (export with --export_precision=float32 if the run trained in mixed
+  precision).
 
-Bad input fails with a message naming the problem: an empty batch, a wrong
-rank or shape, non-finite pixels, or bytes that are not a JPEG or PNG (the
-last two with the indices of the bad images).
+Bad input fails with a message naming the problem: a wrong shape, an empty
+batch, non-finite pixels, or bytes that are not a JPEG or PNG (the last two
+with the indices of the bad images).
 
     model = tf.saved_model.load(path)
     out = model.signatures['serving_default'](image_bytes=tf.constant([jpeg]))
@@ -40,7 +43,7 @@ class Servable(tf.Module):
   """The model with its serving functions, ready for `tf.saved_model.save`."""
 
   def __init__(self, model, image_size, encoded_preprocess, label_files,
-               top_k=5):
+               labels, label_names, top_k=5):
     """Wraps a model.
 
     Args:
@@ -48,47 +51,60 @@ class Servable(tf.Module):
       image_size: The model's input height and width.
       encoded_preprocess: fn(image_bytes) -> float32 [size, size, 3] in
         [-1, 1], the evaluation preprocessing.
-      label_files: (labels, names): text files with one line per class, the
-        class's label and its human-readable name; they become assets.
+      label_files: (labels, names): text files with one line per class, kept
+        as assets for tools that read them (TF Serving's convention).
+      labels, label_names: The same lines as lists, looked up inside the
+        graph as constants (not as tables over the assets, which TFLite
+        cannot initialise).
       top_k: How many classes to return per image.
     """
     super().__init__()
-    self.model = model
+    # The model is reached through this closure, not tracked as an
+    # attribute: the SavedModel tracks the TensorFlow variables the
+    # signatures read (below), which converters can freeze into constants;
+    # tracked through Keras's variable wrappers instead, TFLite keeps them as
+    # variables it never initialises (NaN outputs).
+    self._logits = lambda images: model(images, training=False)
     self.image_size = image_size
     self.top_k = min(top_k, model.output.shape[-1])
     self._encoded_preprocess = encoded_preprocess
-    self.labels, self.names = (_line_table(path) for path in label_files)
-    # Any rank is accepted, so that a wrong one gets our message, not a
-    # signature mismatch.
+    self.label_files = [tf.saved_model.Asset(path) for path in label_files]
+    self._labels = tf.constant(labels)
+    self._names = tf.constant(label_names)
+    # A static shape, so that converters (TFLite) see the model's input.
     self.serve_images = tf.function(
         self._serve_images,
-        input_signature=[tf.TensorSpec(None, tf.float32, name='images')])
+        input_signature=[tf.TensorSpec([None, image_size, image_size, 3],
+                                       tf.float32, name='images')])
     self.serve_encoded = tf.function(
         self._serve_encoded,
         input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+    self.weights = list({id(v): v for fn in (self.serve_images,
+                                             self.serve_encoded)
+                         for v in fn.get_concrete_function().variables
+                         }.values())
 
   def _outputs(self, images):
-    probabilities = tf.nn.softmax(
-        tf.cast(self.model(images, training=False), tf.float32))
+    probabilities = tf.nn.softmax(tf.cast(self._logits(images), tf.float32))
     scores, class_ids = tf.math.top_k(probabilities, self.top_k)
-    ids = tf.cast(class_ids, tf.int64)
     return {'probabilities': probabilities, 'scores': scores,
-            'class_ids': class_ids, 'classes': self.labels.lookup(ids),
-            'class_names': self.names.lookup(ids)}
+            'class_ids': class_ids,
+            'classes': tf.gather(self._labels, class_ids),
+            'class_names': tf.gather(self._names, class_ids)}
 
   def _serve_images(self, images):
+    # A loaded signature does not check shapes against its spec (TF Serving
+    # neither), so they are checked here too. As text, because graph
+    # optimisations assume the spec's rank and fold rank checks away.
     size = self.image_size
-    expected = (f'serve_images expects float32 pixels [batch, {size}, {size}, '
-                '3] in [0, 255] (resize and crop first, or use '
-                'serving_default with encoded images); got shape')
     shape = tf.shape(images)
-    # The sizes are compared only at rank 4 (tf.cond), where they exist.
-    right = tf.cond(
-        tf.equal(tf.size(shape), 4),
-        lambda: tf.reduce_all(tf.equal(shape[1:], [size, size, 3])),
-        lambda: tf.constant(False))
-    with tf.control_dependencies([tf.debugging.Assert(right, [expected, shape])]):
-      images = tf.reshape(images, [-1, size, size, 3])
+    right = tf.equal(tf.strings.reduce_join(tf.strings.as_string(shape[1:]),
+                                            separator=','), f'{size},{size},3')
+    with tf.control_dependencies([tf.debugging.Assert(right, [
+        f'serve_images expects float32 pixels [batch, {size}, {size}, 3] in '
+        '[0, 255] (resize and crop first, or use serving_default with '
+        'encoded images); got shape', shape])]):
+      images = tf.identity(images)
     _assert_not_empty(images, 'serve_images')
     finite = tf.reduce_all(tf.math.is_finite(images), axis=[1, 2, 3])
     with tf.control_dependencies([_assert_each(
@@ -111,16 +127,6 @@ class Servable(tf.Module):
         fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3],
                                           tf.float32))
     return self._outputs(images)
-
-
-def _line_table(path):
-  """A table from line number to line of a text file, kept as an asset."""
-  return tf.lookup.StaticHashTable(
-      tf.lookup.TextFileInitializer(
-          tf.saved_model.Asset(path), tf.int64,
-          tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,
-          tf.lookup.TextFileIndex.WHOLE_LINE),
-      default_value='')
 
 
 def _assert_each(ok, message):
@@ -221,13 +227,15 @@ def export_saved_model(model, export_dir, image_size, augment, top_k=5,
   try:
     label_files = [os.path.join(label_dir, 'labels.txt'),
                    os.path.join(label_dir, 'label_names.txt')]
-    for path, lines in zip(label_files, (labels, label_names)):
+    lines = [[line.replace('\n', ' ') for line in lines]
+             for lines in (labels, label_names)]
+    for path, file_lines in zip(label_files, lines):
       with open(path, 'w', encoding='utf-8') as f:
-        f.write(''.join(line.replace('\n', ' ') + '\n' for line in lines))
+        f.write(''.join(line + '\n' for line in file_lines))
     servable = Servable(
         model, image_size,
         preprocessing.eval_fn(augment, image_size, True, eval_preprocessing),
-        label_files, top_k)
+        label_files, *lines, top_k=top_k)
     tf.saved_model.save(
         servable, staging,
         signatures={'serving_default': servable.serve_encoded,

@@ -5,6 +5,8 @@ fields onto its arguments, and loads --init_checkpoint (a tf-slim checkpoint
 or one of ours) into the result.
 """
 
+import dataclasses
+
 import resnet_v2
 import tensorflow as tf
 
@@ -28,6 +30,29 @@ def build(config, num_classes, image_size):
       arg_sc=resnet_v2.resnet_arg_scope(
           weight_decay=config.weight_decay,
           sync_batch_norm=config.sync_batch_norm))
+
+
+def for_export(model, config, image_size):
+  """The model to export: itself, or its float32 twin for --export_precision.
+
+  A mixed-precision model keeps float32 variables but computes in bfloat16 or
+  float16, which TFLite and other converters refuse; the twin is the same
+  network built in float32 with the same weights.
+
+  Args:
+    model: The trained model.
+    config: The run's resolved Config.
+    image_size: Input height and width.
+
+  Returns:
+    A `keras.Model`.
+  """
+  if config.export_precision == 'training' or config.precision == 'float32':
+    return model
+  twin = build(dataclasses.replace(config, precision='float32'),
+               model.output.shape[-1], image_size)
+  twin.set_weights(model.get_weights())
+  return twin
 
 
 def load_init_checkpoint(model, config):

@@ -191,7 +191,7 @@ def _run_in(write_dir, requested, config, strategy, agree, chief):
     target = export_dir if chief else os.path.join(write_dir, 'export')
     labels, names = datasets.labels_with_offset(source, config.labels_offset)
     export.export_saved_model(
-        session.model, target, config.image_size, source.augment,
+        network.for_export(session.model, config, config.image_size), target, config.image_size, source.augment,
         model_dir=config.model_dir, labels=labels, label_names=names,
         eval_preprocessing=config.eval_preprocessing)
     logging.info('Exported the SavedModel to %s.', target)
