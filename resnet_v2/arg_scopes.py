@@ -63,3 +63,53 @@ def resnet_arg_scope(weight_decay=0.0001,
     with arg_scope([layers.batch_norm], **batch_norm_params):
       with arg_scope([layers.max_pool2d], padding='SAME') as arg_sc:
         return arg_sc
+
+
+def bit_arg_scope(weight_decay=0.0001,
+                  groups=32,
+                  group_norm_epsilon=1e-5,
+                  standardization_epsilon=1e-10,
+                  activation_fn=keras.ops.relu):
+  """The arg scope of Big Transfer's ResNet v2: GroupNorm + Weight Standardization.
+
+  Kolesnikov et al. 2020 ("Big Transfer (BiT)", timm's `resnetv2_50x1_bit`)
+  replace every BatchNorm of the pre-activation ResNet with GroupNorm and
+  standardize the weights of every convolution but the logits, so training
+  does not depend on the per-replica batch:
+
+  - Weight Standardization: each output filter's weights are standardized
+    over its fan-in, w_hat = (w - mean) / sqrt(var + standardization_epsilon)
+    (`layers.StandardizedConv2D`).
+  - GroupNorm: each example's channels are split into `groups` groups and
+    normalized over each group and all positions, then scaled and shifted
+    per channel (`layers.group_norm`).
+
+  Every place a unit normalizes takes GroupNorm: `preact`, after `conv1` and
+  `conv2` inside the unit, and `postnorm`.
+
+  Args:
+    weight_decay: As in `resnet_arg_scope` (conv kernels only).
+    groups: GroupNorm's groups; every depth of the network must be a
+      multiple of it.
+    group_norm_epsilon: Added to the group variance.
+    standardization_epsilon: Added to each filter's variance.
+    activation_fn: The activation after each normalization.
+
+  Returns:
+    An arg scope to use with `arg_scope(...)` or `build_model(arg_sc=...)`.
+  """
+  regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+  with arg_scope(
+      [layers.conv2d],
+      weights_regularizer=regularizer,
+      weights_initializer='he_normal',
+      activation_fn=activation_fn,
+      normalizer_fn=layers.group_norm,
+      normalizer_params=None,
+      weight_standardization=standardization_epsilon):
+    with arg_scope([layers.group_norm], groups=groups,
+                   epsilon=group_norm_epsilon):
+      with arg_scope([layers.norm_activation], normalizer_fn=layers.group_norm,
+                     activation_fn=activation_fn):
+        with arg_scope([layers.max_pool2d], padding='SAME') as arg_sc:
+          return arg_sc

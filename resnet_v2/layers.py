@@ -78,6 +78,75 @@ class BatchNorm(keras.layers.BatchNormalization):
             'fused': self.fused}
 
 
+@keras.saving.register_keras_serializable(package='resnet_v2')
+class StandardizedConv2D(keras.layers.Conv2D):
+  """Conv2D with Weight Standardization (Qiao et al. 2019), as in BiT.
+
+  Each output filter's weights are standardized over its fan-in (height,
+  width and input channels) before the convolution:
+
+      w_hat = (w - mean(w)) / sqrt(var(w) + epsilon)
+
+  with the mean and (biased) variance of that filter's kh * kw * c_in
+  values; epsilon is 1e-10 in Big Transfer's reference code (Kolesnikov et
+  al. 2020). The stored `kernel` is the raw w, so checkpoints hold what the
+  optimizer updates.
+  """
+
+  def __init__(self, *args, standardization_epsilon=1e-10, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.standardization_epsilon = standardization_epsilon
+
+  def convolution_op(self, inputs, kernel):
+    dtype = kernel.dtype  # The compute dtype; the moments are in float32.
+    kernel = tf.cast(kernel, tf.float32)
+    mean, variance = tf.nn.moments(kernel, axes=[0, 1, 2], keepdims=True)
+    kernel = (kernel - mean) * tf.math.rsqrt(
+        variance + self.standardization_epsilon)
+    return super().convolution_op(inputs, tf.cast(kernel, dtype))
+
+  def get_config(self):
+    return {**super().get_config(),
+            'standardization_epsilon': self.standardization_epsilon}
+
+
+@keras.saving.register_keras_serializable(package='resnet_v2')
+class DropPath(keras.layers.Layer):
+  """Stochastic depth: drops whole examples of a residual during training.
+
+  Each example's residual is kept with probability 1 - rate and then scaled
+  by 1 / (1 - rate), so its expectation is unchanged; at inference the
+  layer is the identity. The random draws come from a Keras SeedGenerator
+  whose state is checkpointed with the model, so a resumed run draws what an
+  uninterrupted one would.
+  """
+
+  def __init__(self, rate, seed=None, **kwargs):
+    super().__init__(**kwargs)
+    if not 0 <= rate < 1:
+      raise ValueError(f'A drop-path rate must be in [0, 1), got {rate!r}.')
+    self.rate = rate
+    self.seed = seed
+    self.seed_generator = keras.random.SeedGenerator(seed)
+    # Keras keeps the generator's state out of `weights` (and so out of
+    # TensorFlow checkpoints); this tf.Module puts it in the checkpoint,
+    # still not among the weights.
+    self.checkpointed_seed = tf.Module()
+    self.checkpointed_seed.state = self.seed_generator.state
+
+  def call(self, inputs, training=None):
+    if not training or not self.rate:
+      return inputs
+    keep = 1.0 - self.rate
+    shape = [keras.ops.shape(inputs)[0]] + [1] * (len(inputs.shape) - 1)
+    draw = keras.random.uniform(shape, seed=self.seed_generator,
+                                dtype=inputs.dtype)
+    return inputs * keras.ops.floor(keep + draw) / keep
+
+  def get_config(self):
+    return {**super().get_config(), 'rate': self.rate, 'seed': self.seed}
+
+
 def _pair(value, what):
   if isinstance(value, int):
     return (value, value)
@@ -135,6 +204,78 @@ def batch_norm(inputs,
 
 
 @add_arg_scope
+def group_norm(inputs,
+               groups=32,
+               epsilon=1e-5,
+               center=True,
+               scale=True,
+               activation_fn=None,
+               outputs_collections=None,
+               scope=None):
+  """Group normalization (Wu and He 2018) over the last axis.
+
+  The channels are split into `groups` groups of consecutive channels; each
+  example is normalized over each group's channels and all positions:
+
+      y = gamma * (x - mean_g) / sqrt(var_g + epsilon) + beta
+
+  with per-channel `gamma` and `beta`. It does not depend on the batch, so
+  it is the same per replica, at any batch size and at inference.
+
+  Args:
+    inputs: A tensor of rank >= 2, channels last; the channels must be a
+      multiple of `groups`.
+    groups: The number of groups (32 in BiT).
+    epsilon: Added to the variance.
+    center: If True, add the learned offset `beta`.
+    scale: If True, multiply by the learned `gamma`.
+    activation_fn: Applied to the normalized output, or None.
+    outputs_collections: End-point dict(s) to record the output in.
+    scope: The scope name; defaults to 'GroupNorm'.
+
+  Returns:
+    The normalized (and activated) tensor.
+
+  Raises:
+    ValueError: If the channels are not a multiple of `groups`.
+  """
+  scope = scope or 'GroupNorm'
+  channels = inputs.shape[-1]
+  if channels % groups:
+    raise ValueError(f'{scopes.scope_name(scope)}: {channels} channels do not '
+                     f'split into {groups} groups; choose groups dividing '
+                     'every depth of the network.')
+  layer = keras.layers.GroupNormalization(
+      groups=groups, epsilon=epsilon, center=center, scale=scale, name=scope)
+  outputs = scopes.call_layer(layer, inputs)
+  if activation_fn is not None:
+    outputs = activation_fn(outputs)
+  return scopes.collect_named_outputs(
+      outputs_collections, scopes.scope_name(scope), outputs)
+
+
+@add_arg_scope
+def norm_activation(inputs, normalizer_fn=batch_norm,
+                    activation_fn=keras.ops.relu, scope=None):
+  """Normalization then activation outside a convolution: a unit's `preact`
+  and the network's `postnorm`.
+
+  The normalizer is BatchNorm (slim's) unless an `arg_scope` sets another,
+  so one `arg_scope` switches every normalization of a network.
+
+  Args:
+    inputs: The tensor to normalize.
+    normalizer_fn: `batch_norm`, `group_norm` or a function like them.
+    activation_fn: Applied after the normalizer, or None.
+    scope: The normalizer's scope name.
+
+  Returns:
+    The normalized, activated tensor.
+  """
+  return normalizer_fn(inputs, activation_fn=activation_fn, scope=scope)
+
+
+@add_arg_scope
 def conv2d(inputs,
            num_outputs,
            kernel_size,
@@ -150,6 +291,7 @@ def conv2d(inputs,
            biases_regularizer=None,
            trainable=True,
            dtype=None,
+           weight_standardization=False,
            outputs_collections=None,
            scope=None):
   """2-D convolution, then normalizer, then activation, as slim's `conv2d`.
@@ -175,6 +317,8 @@ def conv2d(inputs,
     trainable: Whether the layer's weights are trained.
     dtype: A Keras dtype policy for this layer (e.g. 'float32' to keep logits
       in float32 under a mixed policy), or None for the global policy.
+    weight_standardization: False, or True (epsilon 1e-10) or an epsilon to
+      standardize each filter's weights (`StandardizedConv2D`, BiT's form).
     outputs_collections: End-point dict(s) to record the output in.
     scope: The scope name; defaults to 'Conv'.
 
@@ -193,7 +337,11 @@ def conv2d(inputs,
   if padding.upper() not in ('SAME', 'VALID'):
     raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}.")
   use_bias = normalizer_fn is None and biases_initializer is not None
-  layer = keras.layers.Conv2D(
+  standardized = {}
+  if weight_standardization is not False:
+    standardized['standardization_epsilon'] = (
+        1e-10 if weight_standardization is True else weight_standardization)
+  layer = (StandardizedConv2D if standardized else keras.layers.Conv2D)(
       num_outputs, _pair(kernel_size, 'kernel_size'), strides=strides,
       padding=padding.lower(), dilation_rate=rates,
       use_bias=use_bias,
@@ -201,7 +349,7 @@ def conv2d(inputs,
       kernel_regularizer=weights_regularizer,
       bias_initializer=biases_initializer if use_bias else 'zeros',
       bias_regularizer=biases_regularizer if use_bias else None,
-      trainable=trainable, dtype=dtype, name=scope)
+      trainable=trainable, dtype=dtype, name=scope, **standardized)
   outputs = scopes.call_layer(layer, inputs)
   with scopes.variable_scope(scope) as path:
     if normalizer_fn is not None:

@@ -1,6 +1,7 @@
 """A `keras.Model` from a depth or a block list, in one call."""
 
 import contextlib
+import functools
 import math
 import numbers
 
@@ -10,6 +11,7 @@ from tf_slim.ops.arg_scope import arg_scope
 from resnet_v2 import arg_scopes
 from resnet_v2 import layers
 from resnet_v2 import nets
+from resnet_v2 import resnet_utils
 from resnet_v2 import scopes
 
 
@@ -58,12 +60,16 @@ def resolve_network(depth_or_blocks, stem='imagenet', scope=None):
     blocks = (nets.cifar_blocks(depth) if stem == 'cifar'
               else nets.blocks_for_depth(depth))
     return blocks, scope or f'resnet_v2_{depth}'
+  if callable(depth_or_blocks) and stem != 'none':
+    raise ValueError("A network function builds its own stem, like slim's "
+                     "resnet_v2_50: use stem='none'.")
   return depth_or_blocks, scope or 'resnet_v2'
 
 
 def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
                 outputs=None, scope=None, dtype_policy=None, arg_sc=None,
-                stem='imagenet', **resnet_kwargs):
+                stem='imagenet', width_multiplier=1, drop_path_rate=0.0,
+                **resnet_kwargs):
   """Builds a ResNet v2 as a `keras.Model`: the one way models are made.
 
       model = build_model(50, num_classes=1001)
@@ -73,9 +79,12 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
                           arg_sc=resnet_arg_scope(weight_decay=5e-4))
 
   Args:
-    depth_or_blocks: A depth or a list of `Block`s. A depth names a
-      registered ImageNet network (50, 101, 152, 200, ...), or with
-      stem='cifar' the paper's 9n+2 CIFAR network (`cifar_blocks`).
+    depth_or_blocks: A depth, a list of `Block`s, or a slim-style network
+      function. A depth names a registered ImageNet network (18, 34, 50,
+      101, 152, 200, ...), or with stem='cifar' the paper's 9n+2 CIFAR
+      network (`cifar_blocks`). A network function is called like slim's
+      `resnet_v2_50`: fn(images, num_classes, scope=..., **resnet_kwargs) ->
+      (net, end_points), with stem='none' (it makes its own).
     num_classes: Number of classes; None or 0 for a feature extractor.
     input_shape: The image shape (height, width, channels); height and width
       may be None for fully convolutional use.
@@ -95,6 +104,10 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
       convolutions have a bias and no BatchNorm or ReLU, because the first
       unit's `preact` applies them. 'none': the blocks take the input as it
       is.
+    width_multiplier: Multiplies every depth of the stem and the units
+      (`scale_width`); 1 is the network as specified.
+    drop_path_rate: Stochastic depth, the last unit's drop probability
+      (`with_stochastic_depth`); 0 for none.
     **resnet_kwargs: Further `resnet_v2` arguments (is_training,
       global_pool, output_stride, spatial_squeeze).
 
@@ -107,20 +120,33 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
       output_stride, or an unknown end-point name in `outputs`.
   """
   blocks, scope = resolve_network(depth_or_blocks, stem, scope)
+  network_fn = functools.partial(nets.resnet_v2, include_root_block=stem ==
+                                 'imagenet')
+  if callable(blocks):  # A network function: blocks are its own business.
+    if width_multiplier != 1 or drop_path_rate:
+      raise ValueError('width_multiplier and drop_path_rate apply to blocks, '
+                       'not to a network function.')
+    network_fn = lambda net, _, *args, **kwargs: blocks(net, *args, **kwargs)
+  else:
+    if width_multiplier != 1:
+      blocks = resnet_utils.scale_width(blocks, width_multiplier)
+    blocks = resnet_utils.with_stochastic_depth(blocks, drop_path_rate)
+  stem_depth = lambda depth: max(1, round(depth * width_multiplier))
+  if stem == 'imagenet' and width_multiplier != 1:
+    resnet_kwargs['root_depth'] = stem_depth(64)
   with using_dtype_policy(dtype_policy):
     inputs = keras.Input(tuple(input_shape), name='images')
     with arg_scope(arg_sc or arg_scopes.resnet_arg_scope()):
       net, stem_points = inputs, {}
       if stem == 'cifar':
         with scopes.variable_scope(scope):
-          net = layers.conv2d(net, 16, 3, activation_fn=None,
+          net = layers.conv2d(net, stem_depth(16), 3, activation_fn=None,
                               normalizer_fn=None,
                               outputs_collections=stem_points, scope='conv1')
       # resnet_v2 re-enters the same scope, so the stem's weights are
       # '<scope>/conv1/...' as a slim network's root conv1 is.
-      net, end_points = nets.resnet_v2(net, blocks, num_classes, scope=scope,
-                                       include_root_block=stem == 'imagenet',
-                                       **resnet_kwargs)
+      net, end_points = network_fn(net, blocks, num_classes, scope=scope,
+                                   **resnet_kwargs)
       end_points = {**stem_points, **end_points}
     if outputs is not None:
       unknown = [name for name in outputs if name not in end_points]

@@ -36,7 +36,8 @@ def resnet_v2(inputs,
               output_stride=None,
               include_root_block=True,
               spatial_squeeze=True,
-              scope=None):
+              scope=None,
+              root_depth=64):
   """Builds a pre-activation ResNet from a list of blocks.
 
   The root `conv1` (7x7/2, with bias) has no BatchNorm or ReLU because the
@@ -65,6 +66,8 @@ def resnet_v2(inputs,
     spatial_squeeze: If True, logits are [batch, num_classes], not
       [batch, 1, 1, num_classes].
     scope: The network's scope name; defaults to 'resnet_v2'.
+    root_depth: The outputs of the root `conv1` (64 in slim; an addition
+      for width multipliers).
 
   Returns:
     net: The logits if `num_classes`, else the (pooled) features.
@@ -83,26 +86,26 @@ def resnet_v2(inputs,
 
   end_points = {}
   with scopes.variable_scope(scope or 'resnet_v2') as sc:
-    with arg_scope([layers.conv2d, units.bottleneck,
+    with arg_scope([layers.conv2d, units.bottleneck, units.basic,
                     resnet_utils.stack_blocks_dense],
                    outputs_collections=end_points), \
          arg_scope([layers.batch_norm], is_training=is_training):
       net = inputs
       if include_root_block:
         with arg_scope([layers.conv2d], activation_fn=None, normalizer_fn=None):
-          net = resnet_utils.conv2d_same(net, 64, 7, stride=2, scope='conv1')
+          net = resnet_utils.conv2d_same(net, root_depth, 7, stride=2,
+                                         scope='conv1')
         net = layers.max_pool2d(net, [3, 3], stride=2, scope='pool1')
       net = resnet_utils.stack_blocks_dense(net, blocks, output_stride,
                                             input_stride=root_stride)
-      net = layers.batch_norm(net, activation_fn=keras.ops.relu,
-                              scope='postnorm')
+      net = layers.norm_activation(net, scope='postnorm')
       if global_pool:
         net = keras.ops.mean(net, axis=[1, 2], keepdims=True)
         end_points['global_pool'] = net
       if num_classes:
         net = layers.conv2d(net, num_classes, [1, 1], activation_fn=None,
                             normalizer_fn=None, dtype='float32',
-                            scope='logits')
+                            weight_standardization=False, scope='logits')
         if spatial_squeeze:
           net = keras.ops.squeeze(net, axis=[1, 2])
           end_points[sc + '/spatial_squeeze'] = net
@@ -135,33 +138,62 @@ def resnet_v2_block(scope, base_depth, num_units, stride):
       [unit] * (num_units - 1) + [dict(unit, stride=stride)])
 
 
-# depth -> ((base_depth, num_units, stride) per block).
+def resnet_v2_basic_block(scope, depth, num_units, stride):
+  """Returns a block of basic units of output depth `depth`.
+
+  Args:
+    scope: The block's scope name.
+    depth: The depth of each unit's convolutions and output.
+    num_units: The number of units.
+    stride: The block's stride, carried by its LAST unit.
+
+  Returns:
+    A `Block`.
+  """
+  depth = resnet_utils.check_positive_int(depth, f'Block {scope!r}', 'depth')
+  num_units = resnet_utils.check_positive_int(
+      num_units, f'Block {scope!r}', 'num_units')
+  unit = {'depth': depth, 'stride': 1}
+  return resnet_utils.Block(
+      scope, units.basic,
+      [unit] * (num_units - 1) + [dict(unit, stride=stride)])
+
+
+# The block builder of each kind of unit.
+BLOCK_BUILDERS = {'bottleneck': resnet_v2_block, 'basic': resnet_v2_basic_block}
+
+# depth -> (unit kind, ((base_depth, num_units, stride) per block)).
 _DEPTHS = {}
 
 
 def register_depth(depth, num_units, base_depths=(64, 128, 256, 512),
-                   strides=(2, 2, 2, 1)):
+                   strides=(2, 2, 2, 1), unit='bottleneck'):
   """Registers a depth so `blocks_for_depth` and the flags know it.
 
   Args:
     depth: The name of the variant, e.g. 26 for resnet_v2_26.
     num_units: Units per block, e.g. (2, 2, 2, 2).
-    base_depths: Bottleneck depth per block.
+    base_depths: Per block, the bottleneck depth (output depth / 4) of
+      bottleneck units, or the depth of basic units.
     strides: Stride of each block's last unit.
+    unit: 'bottleneck' or 'basic'.
 
   Raises:
     ValueError: If the three sequences differ in length or hold non-positive
-      values.
+      values, or the unit kind is unknown.
   """
+  if unit not in BLOCK_BUILDERS:
+    raise ValueError(f'register_depth({depth}): unit must be one of '
+                     f'{list(BLOCK_BUILDERS)}, got {unit!r}.')
   spec = tuple(zip(base_depths, num_units, strides))
   if not spec or not len(num_units) == len(base_depths) == len(strides):
     raise ValueError(
         f'register_depth({depth}): num_units {num_units}, base_depths '
         f'{base_depths} and strides {strides} must have one entry per block.')
   # Building the blocks checks every value and names a bad one.
-  resnet_utils.check_blocks(
-      [resnet_v2_block(f'block{i + 1}', *block) for i, block in enumerate(spec)])
-  _DEPTHS[depth] = spec
+  resnet_utils.check_blocks([BLOCK_BUILDERS[unit](f'block{i + 1}', *block)
+                             for i, block in enumerate(spec)])
+  _DEPTHS[depth] = (unit, spec)
 
 
 def registered_depths():
@@ -186,8 +218,9 @@ def blocks_for_depth(depth):
         f'Unknown ResNet v2 depth {depth!r}; known depths are '
         f'{registered_depths()}. Register one with '
         'resnet_v2.register_depth(depth, num_units) or pass a block list.')
-  return [resnet_v2_block(f'block{i + 1}', *block)
-          for i, block in enumerate(_DEPTHS[depth])]
+  unit, spec = _DEPTHS[depth]
+  return [BLOCK_BUILDERS[unit](f'block{i + 1}', *block)
+          for i, block in enumerate(spec)]
 
 
 def cifar_blocks(depth):
@@ -219,10 +252,28 @@ def cifar_blocks(depth):
           resnet_v2_block('block3', 64, n, 1)]
 
 
+register_depth(18, (2, 2, 2, 2), unit='basic')
+register_depth(34, (3, 4, 6, 3), unit='basic')
 register_depth(50, (3, 4, 6, 3))
 register_depth(101, (3, 4, 23, 3))
 register_depth(152, (3, 8, 36, 3))
 register_depth(200, (3, 24, 36, 3))
+
+
+def resnet_v2_18(inputs, num_classes=None, is_training=None, global_pool=True,
+                 output_stride=None, spatial_squeeze=True,
+                 scope='resnet_v2_18'):
+  """ResNet-18 v2 (basic units). See `resnet_v2` for the arguments."""
+  return resnet_v2(inputs, blocks_for_depth(18), num_classes, is_training,
+                   global_pool, output_stride, True, spatial_squeeze, scope)
+
+
+def resnet_v2_34(inputs, num_classes=None, is_training=None, global_pool=True,
+                 output_stride=None, spatial_squeeze=True,
+                 scope='resnet_v2_34'):
+  """ResNet-34 v2 (basic units). See `resnet_v2` for the arguments."""
+  return resnet_v2(inputs, blocks_for_depth(34), num_classes, is_training,
+                   global_pool, output_stride, True, spatial_squeeze, scope)
 
 
 def resnet_v2_50(inputs, num_classes=None, is_training=None, global_pool=True,
@@ -257,5 +308,6 @@ def resnet_v2_200(inputs, num_classes=None, is_training=None, global_pool=True,
                    global_pool, output_stride, True, spatial_squeeze, scope)
 
 
-for _net in (resnet_v2_50, resnet_v2_101, resnet_v2_152, resnet_v2_200):
+for _net in (resnet_v2_18, resnet_v2_34, resnet_v2_50, resnet_v2_101,
+             resnet_v2_152, resnet_v2_200):
   _net.default_image_size = resnet_v2.default_image_size

@@ -204,6 +204,46 @@ def conv2d_same(inputs, num_outputs, kernel_size, stride, rate=1, scope=None):
                        rate=rate, padding='VALID', scope=scope)
 
 
+def unit_plan(blocks, output_stride=None, input_stride=1):
+  """How `stack_blocks_dense` runs each unit: its stride and atrous rate.
+
+  The one rule of output density: once the running stride reaches
+  `output_stride`, every later unit runs with stride 1 and its stride
+  multiplies the atrous rate of the units after it.
+
+  Args:
+    blocks: A list of `Block`s.
+    output_stride: None for the nominal stride, else the target stride,
+      counted from the image.
+    input_stride: The stride of the blocks' input relative to the image.
+
+  Returns:
+    Per block, per unit: (stride, rate, output stride of the unit counted
+    from the image).
+
+  Raises:
+    ValueError: If `blocks` is malformed or `output_stride` cannot be reached.
+  """
+  blocks = check_blocks(blocks)
+  target = None if output_stride is None else check_output_stride(
+      blocks, output_stride, input_stride)
+  # The running stride of the activations, and the atrous rate used once it
+  # has reached the target.
+  current, rate, plan = 1, 1, []
+  for block in blocks:
+    steps = []
+    for unit in block.args:
+      stride = unit.get('stride', 1)
+      if target is not None and current == target:
+        steps.append((1, rate, current * input_stride))
+        rate *= stride
+      else:
+        current *= stride
+        steps.append((stride, 1, current * input_stride))
+    plan.append(steps)
+  return plan
+
+
 @add_arg_scope
 def stack_blocks_dense(net, blocks, output_stride=None,
                        outputs_collections=None, input_stride=1):
@@ -236,21 +276,69 @@ def stack_blocks_dense(net, blocks, output_stride=None,
     ValueError: If `blocks` is malformed or `output_stride` cannot be reached.
   """
   blocks = check_blocks(blocks)
-  if output_stride is not None:
-    output_stride = check_output_stride(blocks, output_stride, input_stride)
-  # The running stride of the activations, and the atrous rate used once it
-  # has reached output_stride.
-  current_stride = 1
-  rate = 1
-  for block in blocks:
+  plan = unit_plan(blocks, output_stride, input_stride)
+  for block, steps in zip(blocks, plan):
     with scopes.variable_scope(block.scope) as block_path:
-      for i, unit in enumerate(block.args):
+      for i, (unit, (stride, rate, _)) in enumerate(zip(block.args, steps)):
         with scopes.variable_scope(f'unit_{i + 1}'):
-          if output_stride is not None and current_stride == output_stride:
-            net = block.unit_fn(net, rate=rate, **dict(unit, stride=1))
-            rate *= unit.get('stride', 1)
-          else:
-            net = block.unit_fn(net, rate=1, **unit)
-            current_stride *= unit.get('stride', 1)
+          net = block.unit_fn(net, rate=rate, **dict(unit, stride=stride))
     net = scopes.collect_named_outputs(outputs_collections, block_path, net)
   return net
+
+
+def scale_width(blocks, multiplier):
+  """Returns `blocks` with every unit's depths multiplied (a wider network).
+
+  Args:
+    blocks: A list of `Block`s.
+    multiplier: A positive number; each depth becomes round(depth *
+      multiplier), at least 1 (BiT's R50x2 is 2, WRN-style widening).
+
+  Returns:
+    A list of `Block`s with dict units.
+
+  Raises:
+    ValueError: If `multiplier` is not positive, or a block is malformed.
+  """
+  if isinstance(multiplier, bool) or not multiplier > 0:
+    raise ValueError(f'A width multiplier must be positive, got {multiplier!r}.')
+  depth_keys = ('depth', 'depth_bottleneck')
+  return [Block(block.scope, block.unit_fn,
+                [{k: max(1, round(v * multiplier)) if k in depth_keys else v
+                  for k, v in unit.items()} for unit in block.args])
+          for block in check_blocks(blocks)]
+
+
+def with_stochastic_depth(blocks, drop_rate):
+  """Returns `blocks` with stochastic depth: a `drop_rate` for every unit.
+
+  As Huang et al. 2016 ("Deep Networks with Stochastic Depth"), the drop
+  probability rises linearly with the unit's position: unit l of L drops its
+  residual with probability drop_rate * l / L, so the last unit's is
+  `drop_rate`. The unit functions take it as `drop_rate`.
+
+  Args:
+    blocks: A list of `Block`s.
+    drop_rate: The last unit's drop probability, in [0, 1).
+
+  Returns:
+    A list of `Block`s with dict units (unchanged if drop_rate is 0).
+
+  Raises:
+    ValueError: If `drop_rate` is outside [0, 1), or a block is malformed.
+  """
+  if isinstance(drop_rate, bool) or not 0 <= drop_rate < 1:
+    raise ValueError(f'A stochastic-depth rate must be in [0, 1), got '
+                     f'{drop_rate!r}.')
+  blocks = check_blocks(blocks)
+  if not drop_rate:
+    return blocks
+  total = sum(len(block.args) for block in blocks)
+  index, result = 0, []
+  for block in blocks:
+    units = []
+    for unit in block.args:
+      index += 1
+      units.append(dict(unit, drop_rate=drop_rate * index / total))
+    result.append(Block(block.scope, block.unit_fn, units))
+  return result

@@ -14,9 +14,9 @@ def env():
               PYTHONPATH=ROOT)
 
 
-def run(module, *flags, timeout=600, check=True):
+def run(module, *flags, timeout=600, check=True, cwd=ROOT):
   """Runs `python -m module flags...`; returns the CompletedProcess (output merged)."""
-  result = subprocess.run([sys.executable, '-m', module, *flags], cwd=ROOT,
+  result = subprocess.run([sys.executable, '-m', module, *flags], cwd=cwd,
                           env=env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
   if check and result.returncode != 0:

@@ -22,6 +22,9 @@ from tests import run_cli
          spatial_squeeze=False),
     dict(depth_or_blocks=resnet_v2.parse_blocks('4x1'), num_classes=None,
          input_shape=(8, 8, 16), stem='none', dtype_policy='mixed_bfloat16'),
+    dict(depth_or_blocks=resnet_v2.parse_blocks('basic 8x1/2, 4x1'), num_classes=3,
+         input_shape=(8, 8, 3), stem='cifar', arg_sc=resnet_v2.bit_arg_scope(groups=2),
+         drop_path_rate=0.2, width_multiplier=1.5),
 ])
 def test_keras_file_round_trip_in_a_fresh_process(tmp_path, build):
   model = resnet_v2.build_model(**build)

@@ -54,11 +54,15 @@ def test_eval_and_export_need_a_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize('changes, message', [
-    (dict(depth=50), 'exactly one of --depth and --blocks'),
+    (dict(depth=50), 'exactly one of --depth, --blocks and --network'),
     (dict(mode='fit'), "--mode='fit'; choose one of train, eval"),
     (dict(strategy='tpu'), '--strategy=tpu needs --tpu'),
     (dict(batch_size=0), '--batch_size must be at least 1'),
     (dict(train_steps=5, train_epochs=1.0), 'at most one of --train_steps'),
+    (dict(drop_path_rate=1.0), '--drop_path_rate must be below 1'),
+    (dict(blocks=None, network='no_colon'), "--network='no_colon': expected 'module:function'"),
+    (dict(blocks='basik 8x2'), "'basic 64x2/2'"),
+    (dict(normalization='layer_norm'), 'choose one of batch_norm, group_norm'),
 ])
 def test_bad_configs(changes, message):
   with pytest.raises(ConfigError, match=message):
@@ -134,6 +138,31 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
   assert whole.keys() == resumed.keys() and len(whole) > 60
   for name in whole:
     np.testing.assert_array_equal(whole[name], resumed[name], err_msg=name)
+
+
+def test_regularisers_resume_bit_identically(tmp_path):
+  """EMA and stochastic depth are checkpointed, RandAugment, MixUp and CutMix
+  are functions of the stream position: 10 steps, then 10 more after a
+  restart, end where 20 steps in one go do; eval and export use the average."""
+  common = dict(deterministic=True, mode='train', lr_decay='constant', ema_decay=0.9,
+                drop_path_rate=0.5, blocks='4x2/2, 8x2', randaugment_ops=2,
+                mixup_alpha=0.2, cutmix_alpha=1.0)
+  run_cli.run('experiments.digits', '--show=0', *_flags(tmp_path / 'whole', train_steps=20,
+                                                        **common))
+  for steps in (10, 20):
+    run_cli.run('experiments.digits', '--show=0', *_flags(tmp_path / 'parts', train_steps=steps,
+                                                          **common))
+  whole, parts = _checkpointed(tmp_path / 'whole'), _checkpointed(tmp_path / 'parts')
+  assert whole.keys() == parts.keys()
+  for name in whole:
+    np.testing.assert_array_equal(whole[name], parts[name], err_msg=name)
+  assert sum('checkpointed_seed' in n for n in whole) == 4  # one per unit
+  # The exported kernels are the averages: in the checkpoint, not the raw weights.
+  exported = tf.saved_model.load(str(tmp_path / 'whole' / 'export'))
+  kernels = [v.numpy() for v in exported.weights if 'kernel' in v.name]
+  assert kernels and _kernels_found(tmp_path / 'whole', kernels) == len(kernels)
+  raw = [v for n, v in whole.items() if n.startswith('model/') and 'kernel' in n]
+  assert not any(np.array_equal(k, r) for k in kernels for r in raw if k.shape == r.shape)
 
 
 def _losses(model_dir):

@@ -30,10 +30,12 @@ from experiments.lib.config import ConfigError
 FLAGS = flags.FLAGS
 
 # A flag given on the command line replaces the recipe's default for its
-# alternative: --blocks for --depth, --train_steps for --train_epochs.
-_ALTERNATIVES = (('blocks', 'depth'), ('depth', 'blocks'),
-                 ('train_steps', 'train_epochs'),
-                 ('train_epochs', 'train_steps'))
+# alternatives: --blocks for --depth, --train_steps for --train_epochs.
+_ALTERNATIVES = tuple(
+    (given, replaced)
+    for group in (('depth', 'blocks', 'network'),
+                  ('train_steps', 'train_epochs'))
+    for given in group for replaced in group if replaced != given)
 
 
 def _group(group):

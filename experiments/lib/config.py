@@ -14,8 +14,11 @@ directory takes every remembered field it does not set from it
 """
 
 import dataclasses
+import importlib
+import inspect
 import json
 import os
+import sys
 import typing
 from typing import Optional, Sequence
 
@@ -72,11 +75,34 @@ class Config:
   depth: Optional[int] = _field(None, NETWORK, _depth_help(), fixed=True)
   blocks: Optional[str] = _field(
       None, NETWORK, "A custom block spec as text, e.g. '16x2/2, 32x2/2, 64x2' "
-      '(BASExUNITS/STRIDE per block); parsed without eval.', fixed=True)
+      "(BASExUNITS/STRIDE per block of bottleneck units; 'basic 64x2/2' for "
+      'basic units); parsed without eval.', fixed=True)
+  network: Optional[str] = _field(
+      None, NETWORK, "A network defined in Python, 'module:function' "
+      '(importable from the working directory or PYTHONPATH): a function of '
+      'no arguments that returns a list of resnet_v2 Blocks, or a slim-style '
+      'network function fn(inputs, num_classes, is_training=None, scope=None) '
+      '-> (net, end_points) applied after the stem. Instead of --depth and '
+      '--blocks.', fixed=True)
   stem: str = _field(
       'imagenet', NETWORK, "What comes before the blocks. imagenet: slim's "
       '7x7/2 conv1 + 3x3/2 pool1; cifar: one 3x3 conv at full resolution; '
       'none: nothing.', choices=resnet_v2.STEMS, fixed=True)
+  normalization: str = _field(
+      'batch_norm', NETWORK, "batch_norm (slim's), or group_norm: GroupNorm "
+      'and Weight-Standardized convolutions everywhere, the form of Big '
+      'Transfer (BiT), which does not depend on the per-replica batch.',
+      choices=('batch_norm', 'group_norm'), fixed=True)
+  group_norm_groups: int = _field(
+      32, NETWORK, 'Groups of --normalization=group_norm; must divide every '
+      'depth of the network.', minimum=1, fixed=True)
+  width_multiplier: float = _field(
+      1.0, NETWORK, 'Multiplies every depth of the stem and the units (2: '
+      "BiT's R50x2; wide ResNets).", minimum=0.01, fixed=True)
+  drop_path_rate: float = _field(
+      0.0, NETWORK, "Stochastic depth: the last unit's probability of "
+      'dropping its residual in training, rising linearly from the first '
+      'unit (Huang et al. 2016); 0: off.', minimum=0, below=1, fixed=True)
   sync_batch_norm: bool = _field(
       False, NETWORK, 'BatchNorm statistics over all replicas instead of per '
       'replica.')
@@ -122,6 +148,20 @@ class Config:
       'resize), with which the published tf-slim checkpoints were evaluated. '
       'Used for evaluation and by the SavedModel.',
       choices=('default', 'slim_inception'), fixed=True)
+  randaugment_ops: int = _field(
+      0, DATA, "RandAugment (Cubuk et al. 2020) with Keras's layer: this many "
+      'random operations per training image, e.g. 2 (0: off).', minimum=0)
+  randaugment_factor: float = _field(
+      0.5, DATA, 'The strength of the RandAugment operations, in [0, 1].',
+      minimum=0)
+  mixup_alpha: float = _field(
+      0.0, DATA, "MixUp (Zhang et al. 2018) with Keras's layer: each training "
+      'batch mixed with a permutation of itself, weights from Beta(alpha, '
+      'alpha), e.g. 0.2 (0: off).', minimum=0)
+  cutmix_alpha: float = _field(
+      0.0, DATA, "CutMix (Yun et al. 2019) with Keras's layer, e.g. 1.0 (0: "
+      'off). With --mixup_alpha too, each batch takes one of the two.',
+      minimum=0)
   shuffle_buffer: int = _field(
       10_000, DATA, 'Examples in the shuffle buffer (0: no shuffling).',
       minimum=0)
@@ -164,6 +204,11 @@ class Config:
       'or BatchNorm).', minimum=0)
   label_smoothing: float = _field(
       0.0, OPTIMISATION, 'Label smoothing (0: none).', minimum=0, below=1)
+  ema_decay: float = _field(
+      0.0, OPTIMISATION, 'Keep an exponential moving average of the weights '
+      'with this decay (e.g. 0.9999), checkpointed, and evaluate and export '
+      'it instead of the raw weights (0: off).', minimum=0, below=1,
+      fixed=True)
   # Distribution and speed.
   strategy: str = _field(
       'one_device', DISTRIBUTION, 'one_device, mirrored (all local GPUs), '
@@ -260,35 +305,87 @@ class Config:
           v is not None and v >= meta['below'] for v in values):
         raise ConfigError(f'--{field.name} must be below {meta["below"]}, got '
                           f'{_flag_text(value)}.')
-    if (self.depth is None) == (self.blocks is None):
-      raise ConfigError('Give exactly one of --depth and --blocks.')
+    if sum(v is not None for v in (self.depth, self.blocks, self.network)) != 1:
+      raise ConfigError('Give exactly one of --depth, --blocks and --network.')
     if self.train_steps is not None and self.train_epochs is not None:
       raise ConfigError('Give at most one of --train_steps and --train_epochs.')
+    if self.randaugment_factor > 1:
+      raise ConfigError('--randaugment_factor must be at most 1, got '
+                        f'{self.randaugment_factor}.')
     if self.strategy == 'tpu' and not self.tpu:
       raise ConfigError("--strategy=tpu needs --tpu (a TPU name, or 'local' on "
                         'a TPU VM).')
-    self.network()
+    self.architecture()
 
-  def network(self):
-    """Returns what `resnet_v2.build_model` takes: the depth or the blocks.
+  def architecture(self):
+    """Returns what `resnet_v2.build_model` takes: a depth, blocks or a function.
 
     Returns:
       The depth (an int) for --depth, which the library resolves with the
-      stem; the parsed `Block`s for --blocks.
+      stem; the parsed `Block`s for --blocks; for --network, the blocks its
+      function returns, or the network function itself.
 
     Raises:
-      ConfigError: For an unknown depth or a malformed block spec, naming the
-        flag.
+      ConfigError: For an unknown depth, a malformed block spec or a
+        --network that cannot be imported or does not give a network,
+        naming the flag.
     """
+    flag, value = next((name, getattr(self, name))
+                       for name in ('depth', 'blocks', 'network')
+                       if getattr(self, name) is not None)
     try:
-      if self.blocks is None:
+      if flag == 'depth':
         resnet_v2.resolve_network(self.depth, self.stem)
         return self.depth
-      return resnet_v2.parse_blocks(self.blocks)
+      if flag == 'blocks':
+        return resnet_v2.parse_blocks(self.blocks)
+      network = _python_network(self.network)
+      resnet_v2.resolve_network(network, self.stem)
+      return network
     except ValueError as e:
-      if self.blocks is None:
-        raise ConfigError(f'--depth={self.depth!r}: {e}') from None
-      raise ConfigError(f'--blocks={self.blocks!r}: {e}') from None
+      raise ConfigError(f'--{flag}={value!r}: {e}') from None
+
+
+def _python_network(spec):
+  """The blocks or the network function that --network names.
+
+  Args:
+    spec: 'module:function'. The module is imported as Python would from the
+      working directory (added to sys.path) or PYTHONPATH.
+
+  Returns:
+    The function's `Block`s if it takes no arguments, else the function.
+
+  Raises:
+    ValueError: Saying what is wrong and the expected form.
+  """
+  form = ("expected 'module:function', a function of no arguments returning "
+          'a list of resnet_v2.Block, or a slim-style network function '
+          'fn(inputs, num_classes, is_training=None, scope=None)')
+  module_name, _, function_name = spec.partition(':')
+  if not module_name or not function_name:
+    raise ValueError(form + '.')
+  if os.getcwd() not in sys.path:
+    sys.path.append(os.getcwd())
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as e:
+    raise ValueError(f'cannot import {module_name!r} ({e}); run from its '
+                     'directory or add it to PYTHONPATH.') from None
+  function = getattr(module, function_name, None)
+  if not callable(function):
+    raise ValueError(f'{module_name} has no function {function_name!r}; '
+                     f'{form}.')
+  required = [p for p in inspect.signature(function).parameters.values()
+              if p.default is p.empty
+              and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+  if required:
+    return function
+  blocks = function()
+  try:
+    return resnet_v2.resnet_utils.check_blocks(blocks)
+  except ValueError as e:
+    raise ValueError(f'{function_name}() did not return blocks: {e}') from None
 
 
 def _flag_text(value):

@@ -31,19 +31,25 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def _preprocess_fn(preprocess, training, image_size, labels_offset, seed,
-                   pipeline_id, num_pipelines):
+                   pipeline_id, num_pipelines, augment=None):
   """Returns fn(index, (image, label)) -> (image, label, index).
 
   `preprocess` is fn(image, seed) for training, fn(image) for evaluation;
   labels are shifted by `labels_offset` (tf-slim's --labels_offset).
+  `augment`, fn(image, seed), follows `preprocess` in training, with a seed
+  of its own.
   """
 
   def fn(index, example):
     image, label = example
     if training:
       # A distinct, reproducible seed per example and pipeline.
+      position = index * num_pipelines + pipeline_id
       image = preprocess(image, tf.stack([tf.constant(seed, tf.int64),
-                                          index * num_pipelines + pipeline_id]))
+                                          position]))
+      if augment is not None:
+        image = augment(image, tf.stack([tf.constant(-seed - 1, tf.int64),
+                                         position]))
     else:
       image = preprocess(image)
     image = tf.ensure_shape(image, [image_size, image_size, 3])
@@ -101,7 +107,7 @@ def _epochs(shard, epoch_size, seed, shuffle_buffer, start, end):
 
 
 def _examples(source, split, preprocess, image_size, labels_offset, seed,
-              context, shuffle_buffer=0, start=0, end=0):
+              context, shuffle_buffer=0, start=0, end=0, augment=None):
   """Decoded, preprocessed examples of one pipeline's shard.
 
   Args:
@@ -116,6 +122,7 @@ def _examples(source, split, preprocess, image_size, labels_offset, seed,
     shuffle_buffer: Shuffle buffer size (training); 0 for none.
     start: Position in this pipeline's training stream to start from.
     end: Position at which the training stream may end.
+    augment: fn(image, seed) applied after `preprocess` in training.
 
   Returns:
     A Dataset of (image, label, weight, skipped).
@@ -130,14 +137,16 @@ def _examples(source, split, preprocess, image_size, labels_offset, seed,
   dataset = dataset.enumerate(start=start)
   dataset = dataset.map(
       _preprocess_fn(preprocess, training, image_size, labels_offset, seed,
-                     context.input_pipeline_id, context.num_input_pipelines),
+                     context.input_pipeline_id, context.num_input_pipelines,
+                     augment),
       num_parallel_calls=AUTOTUNE, deterministic=True)
   dataset = dataset.ignore_errors(log_warning=True)
   return _fill_gaps(dataset, start)
 
 
 def train_dataset_fn(source, image_size, global_batch_size, seed, start_step,
-                     end_step, shuffle_buffer=10_000, labels_offset=0):
+                     end_step, shuffle_buffer=10_000, labels_offset=0,
+                     augment=None, mix=None):
   """Returns a dataset_fn for `distribute_datasets_from_function`: training.
 
   Args:
@@ -149,6 +158,10 @@ def train_dataset_fn(source, image_size, global_batch_size, seed, start_step,
     end_step: The last step of the run.
     shuffle_buffer: Examples in the shuffle buffer.
     labels_offset: Added to every label.
+    augment: fn(image, seed) for every training image after the
+      preprocessing (RandAugment; see augmentation.py), or None.
+    mix: fn(images, labels, seed) -> (images, soft labels) for every batch
+      (MixUp, CutMix), or None.
 
   Returns:
     dataset_fn(input_context) -> a Dataset of per-replica batches for the
@@ -162,8 +175,23 @@ def train_dataset_fn(source, image_size, global_batch_size, seed, start_step,
     per_step = global_batch_size // context.num_input_pipelines
     dataset = _examples(source, 'train', preprocess, image_size, labels_offset,
                         seed, context, min(shuffle_buffer, source.num_train),
-                        start=start_step * per_step, end=end_step * per_step)
+                        start=start_step * per_step, end=end_step * per_step,
+                        augment=augment)
     dataset = dataset.batch(batch_size, drop_remainder=True)
+    if mix is not None:
+      # Batches are numbered by their position in the stream, like examples.
+      pipelines = context.num_input_pipelines
+
+      def mixed(index, batch):
+        images, labels, weights, skipped = batch
+        images, labels = mix(images, labels, tf.stack([
+            tf.constant(-seed - 2, tf.int64),
+            index * pipelines + context.input_pipeline_id]))
+        return images, labels, weights, skipped
+
+      dataset = dataset.enumerate(
+          start=start_step * (per_step // batch_size)).map(
+              mixed, num_parallel_calls=AUTOTUNE, deterministic=True)
     return dataset.prefetch(AUTOTUNE)
 
   return dataset_fn

@@ -24,12 +24,21 @@ def build(config, num_classes, image_size):
   Returns:
     A `keras.Model` from images in [-1, 1] to float32 logits.
   """
-  return resnet_v2.build_model(
-      config.network(), num_classes, input_shape=(image_size, image_size, 3),
-      stem=config.stem, dtype_policy=config.precision,
-      arg_sc=resnet_v2.resnet_arg_scope(
-          weight_decay=config.weight_decay,
-          sync_batch_norm=config.sync_batch_norm))
+  if config.normalization == 'group_norm':
+    arg_sc = resnet_v2.bit_arg_scope(weight_decay=config.weight_decay,
+                                     groups=config.group_norm_groups)
+  else:
+    arg_sc = resnet_v2.resnet_arg_scope(weight_decay=config.weight_decay,
+                                        sync_batch_norm=config.sync_batch_norm)
+  try:
+    return resnet_v2.build_model(
+        config.architecture(), num_classes,
+        input_shape=(image_size, image_size, 3), stem=config.stem,
+        dtype_policy=config.precision, arg_sc=arg_sc,
+        width_multiplier=config.width_multiplier,
+        drop_path_rate=config.drop_path_rate)
+  except ValueError as e:  # E.g. depths that --group_norm_groups must divide.
+    raise ConfigError(f'The network cannot be built: {e}') from None
 
 
 def for_export(model, config, image_size):

@@ -5,6 +5,7 @@ cosine or step decay, with rates given per --lr_reference_batch images and
 scaled linearly with the global batch (Goyal et al. 2017).
 """
 
+import contextlib
 import math
 
 import keras
@@ -104,12 +105,43 @@ def make_schedule(config, num_train):
 def make_optimizer(config, schedule, model):
   """SGD with momentum (loss-scaled for float16), built for `model`.
 
-  Building it makes the slot variables now, so that a checkpoint restore
-  finds them.
+  With --ema_decay, Keras's optimizer also keeps an exponential moving
+  average of the trainable weights (its own variables, so checkpointed with
+  it); `averaged_weights` swaps it in. Building the optimizer makes all its
+  variables now, so that a checkpoint restore finds them.
   """
-  optimizer = keras.optimizers.SGD(learning_rate=schedule,
-                                   momentum=config.momentum)
+  optimizer = keras.optimizers.SGD(
+      learning_rate=schedule, momentum=config.momentum,
+      use_ema=bool(config.ema_decay), ema_momentum=config.ema_decay or 0.99)
   if config.precision == 'mixed_float16':
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   optimizer.build(model.trainable_variables)
   return optimizer
+
+
+@contextlib.contextmanager
+def averaged_weights(model, optimizer):
+  """Puts the moving average of the weights into `model` for the body.
+
+  Evaluation and export see the averaged weights; afterwards the trained
+  values are put back exactly, so training goes on (and a resumed run stays
+  bit-identical). Without --ema_decay, nothing changes.
+
+  Args:
+    model: The model the optimizer trains.
+    optimizer: From `make_optimizer`.
+
+  Yields:
+    None.
+  """
+  inner = getattr(optimizer, 'inner_optimizer', optimizer)
+  if not inner.use_ema:
+    yield
+    return
+  trained = [tf.identity(v) for v in model.trainable_variables]
+  inner.finalize_variable_values(model.trainable_variables)
+  try:
+    yield
+  finally:
+    for variable, value in zip(model.trainable_variables, trained):
+      variable.assign(value)

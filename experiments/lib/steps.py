@@ -30,9 +30,11 @@ def make_multi_step(config, strategy, model, optimizer, num_classes):
   replicas = strategy.num_replicas_in_sync
 
   def forward_backward(images, labels, weights):
+    # Labels are class ids, or class distributions from MixUp/CutMix.
+    soft = labels.shape.rank == 2
     with tf.GradientTape() as tape:
       logits = model(images, training=True)
-      targets = tf.one_hot(labels, num_classes)
+      targets = labels if soft else tf.one_hot(labels, num_classes)
       if config.label_smoothing:
         targets = (targets * (1 - config.label_smoothing)
                    + config.label_smoothing / num_classes)
@@ -47,6 +49,8 @@ def make_multi_step(config, strategy, model, optimizer, num_classes):
       scaled = (optimizer.scale_loss(loss)
                 if config.precision == 'mixed_float16' else loss)
     grads = tape.gradient(scaled, model.trainable_variables)
+    if soft:  # The class with most weight in a mixed label.
+      labels = tf.argmax(labels, -1, output_type=tf.int32)
     correct = tf.reduce_sum(weights * tf.cast(
         tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
         tf.float32))

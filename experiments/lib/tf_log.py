@@ -1,8 +1,8 @@
 """How much of TensorFlow's own log a run shows (--tf_log_level).
 
 TensorFlow logs from C++ (filtered by TF_CPP_MIN_LOG_LEVEL, which it reads
-once, when it loads) and from Python through absl's logger, the same one
-our progress lines use. Its INFO and WARNING lines (sharding callbacks,
+once, when it loads) and from Python, through its own logger and through
+absl's, the same one our progress lines use. Its INFO and WARNING lines (sharding callbacks,
 SavedModel fingerprints, dataset notes) say nothing a run's user acts on,
 so by default both kinds are cut to errors; `--tf_log_level=0` shows all.
 TF 2.21's oneDNN banner comes before its logging starts and shows anyway.
@@ -56,6 +56,9 @@ def configure(level):
   if level not in LEVELS:  # absl reports the bad flag when it parses it.
     level = DEFAULT
   os.environ['TF_CPP_MIN_LOG_LEVEL'] = level
+  # TensorFlow's own Python logger ('INFO:tensorflow:...' lines) ...
+  logging.getLogger('tensorflow').setLevel(LEVELS[level])
+  # ... and its modules that log through absl's, as we do.
   spec = importlib.util.find_spec('tensorflow')
   if spec and spec.submodule_search_locations:
     directory = list(spec.submodule_search_locations)[0] + os.sep

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from experiments.lib import augmentation
 from experiments.lib import cluster
 from experiments.lib import config as config_lib
 from experiments.lib import datasets
@@ -190,10 +191,12 @@ def _run_in(write_dir, requested, config, strategy, agree, chief):
     # A non-chief worker takes part in saving, into its scratch directory.
     target = export_dir if chief else os.path.join(write_dir, 'export')
     labels, names = datasets.labels_with_offset(source, config.labels_offset)
-    export.export_saved_model(
-        network.for_export(session.model, config, config.image_size), target, config.image_size, source.augment,
-        model_dir=config.model_dir, labels=labels, label_names=names,
-        eval_preprocessing=config.eval_preprocessing)
+    with optimization.averaged_weights(session.model, session.optimizer):
+      export.export_saved_model(
+          network.for_export(session.model, config, config.image_size),
+          target, config.image_size, source.augment,
+          model_dir=config.model_dir, labels=labels, label_names=names,
+          eval_preprocessing=config.eval_preprocessing)
     logging.info('Exported the SavedModel to %s.', target)
     if chief:
       summary['export_dir'] = export_dir
@@ -252,11 +255,12 @@ def evaluate(session):
   totals = np.zeros(4)
   batches = input_pipeline.eval_steps(session.source, config.batch_size)
   last_report = time.time()
-  for done, batch in enumerate(dataset, 1):
-    totals += eval_step(batch).numpy()
-    if time.time() - last_report > 30 and done < batches:
-      logging.info('eval: %d of %d batches', done, batches)
-      last_report = time.time()
+  with optimization.averaged_weights(session.model, session.optimizer):
+    for done, batch in enumerate(dataset, 1):
+      totals += eval_step(batch).numpy()
+      if time.time() - last_report > 30 and done < batches:
+        logging.info('eval: %d of %d batches', done, batches)
+        last_report = time.time()
   loss, top1, top5, count = totals
   count = max(count, 1)
   return {'loss': loss / count, 'top1': top1 / count, 'top5': top5 / count,
@@ -302,7 +306,11 @@ def _train_iterator(session, step):
           session.source, config.image_size, config.batch_size, config.seed or 0,
           start_step=step, end_step=config.train_steps,
           shuffle_buffer=config.shuffle_buffer,
-          labels_offset=config.labels_offset),
+          labels_offset=config.labels_offset,
+          augment=augmentation.example_augmenter(config.randaugment_ops,
+                                                 config.randaugment_factor),
+          mix=augmentation.batch_mixer(config.mixup_alpha, config.cutmix_alpha,
+                                       config.num_classes)),
       _input_options(config)))
 
 
