@@ -17,7 +17,13 @@ per-repetition ratios (ours and Keras timed back to back), with their range:
            in training) against decoding alone, on this machine's cores;
   ceiling  measured float32 and bfloat16 matmul GFLOP/s, and our training
            throughput as a fraction of ceiling / (training FLOPs per image),
-           with FLOPs counted from the model's convolutions.
+           with FLOPs counted from the model's convolutions;
+  memory   peak memory (the peak RSS of a child process that builds the
+           network and trains it) and step time, with and without
+           --recompute_grad, for the paper's memory-bound cases (not in the
+           default sections: each case is a process of its own).
+
+    python -m experiments.benchmark --sections=memory
 
 Prints tables and writes --output (JSON).
 """
@@ -27,6 +33,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 from absl import app
@@ -54,6 +62,15 @@ _PRECISIONS = flags.DEFINE_list('precisions', ['float32', 'mixed_bfloat16'],
                                 'Precisions of the pairs.')
 _XLA = flags.DEFINE_list('xla', ['false', 'true'], 'XLA settings of the pairs.')
 _OUTPUT = flags.DEFINE_string('output', 'benchmark.json', 'Where to write the JSON.')
+_MEMORY_CASES = flags.DEFINE_list(
+    'memory_cases', ['200:224:16', '1001:32:32'],
+    'DEPTH:SIZE:BATCH of the memory section (1001 and other 9n+2 depths at 32 '
+    'are the CIFAR networks).')
+_MEMORY_LIMIT = flags.DEFINE_float(
+    'memory_limit_gb', 20.0, 'A memory case is stopped (and reported) when its '
+    'process passes this resident size.')
+_CHILD = flags.DEFINE_string('memory_child', None,
+                             'Internal: DEPTH:SIZE:BATCH:RECOMPUTE, one memory case.')
 
 NUM_CLASSES = 1000
 
@@ -263,6 +280,70 @@ def section_ceiling(results):
               f'{bound:.2f} images/s', flush=True)
 
 
+def _memory_child(spec):
+  """One memory case, in its own process: prints its step time as JSON."""
+  depth, size, batch, recompute = spec.split(':')
+  depth, size, batch = int(depth), int(size), int(batch)
+  cifar = size <= 64
+  model = resnet_v2.build_model(
+      depth, 10 if cifar else NUM_CLASSES, input_shape=(size, size, 3),
+      stem='cifar' if cifar else 'imagenet', recompute_grad=recompute == 'True',
+      arg_sc=resnet_v2.resnet_arg_scope(weight_decay=0.0))
+  step = train_step_fn(model, False)
+  rng = np.random.default_rng(0)
+  images = tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)), tf.float32)
+  labels = tf.constant(rng.integers(0, 10, batch), tf.int32)
+  step(images, labels).numpy()  # Compilation, not timed.
+  times = []
+  for _ in range(3):
+    start = time.perf_counter()
+    step(images, labels).numpy()
+    times.append(time.perf_counter() - start)
+  print(json.dumps({'step_seconds': statistics.median(times)}), flush=True)
+
+
+def _resident_gb(pid):
+  with open(f'/proc/{pid}/status', encoding='utf-8') as f:
+    kb = next(int(line.split()[1]) for line in f if line.startswith('VmRSS:'))
+  return kb / 2**20
+
+
+def section_memory(results):
+  rows = []
+  for case in _MEMORY_CASES.value:
+    depth, size, batch = (int(v) for v in case.split(':'))
+    for recompute in (False, True):
+      process = subprocess.Popen(
+          [sys.executable, '-m', 'experiments.benchmark',
+           f'--memory_child={case}:{recompute}'],
+          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+      stopped = False
+      while True:  # Waits, guarding the machine; the child's own peak RSS.
+        pid, _, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+          break
+        try:
+          if not stopped and _resident_gb(process.pid) > _MEMORY_LIMIT.value:
+            process.kill()
+            stopped = True
+        except (OSError, StopIteration):
+          pass
+        time.sleep(0.2)
+      output = process.stdout.read()
+      peak_gb = usage.ru_maxrss / 2**20  # kB on Linux.
+      row = {'depth': depth, 'image_size': size, 'batch': batch,
+             'recompute_grad': recompute, 'peak_rss_gb': peak_gb,
+             'stopped_at_limit': stopped}
+      if not stopped and output.strip():
+        row.update(json.loads(output.strip().splitlines()[-1]))
+      rows.append(row)
+      print(f'  resnet_v2_{depth:<5} {size}x{size} batch {batch:3}  recompute_grad='
+            f'{str(recompute):5}  peak {peak_gb:6.2f} GB  '
+            + (f'step {row["step_seconds"]:7.2f} s' if 'step_seconds' in row
+               else f'stopped at the {_MEMORY_LIMIT.value:g} GB limit'), flush=True)
+  results['memory'] = rows
+
+
 def machine():
   cpu_flags = cluster.cpu_flags()
   wanted = ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16', 'amx_tile', 'fma')
@@ -273,6 +354,9 @@ def machine():
 
 def main(argv):
   del argv
+  if _CHILD.value:
+    _memory_child(_CHILD.value)
+    return
   results = {'date': time.strftime('%Y-%m-%d'), 'machine': machine(),
              'batch_size': _BATCH.value, 'image_size': _SIZE.value,
              'repeats': _REPEATS.value, 'steps': _STEPS.value}
@@ -289,6 +373,10 @@ def main(argv):
   if 'ceiling' in _SECTIONS.value:
     print('The machine\'s ceiling:')
     section_ceiling(results)
+  if 'memory' in _SECTIONS.value:
+    print('Peak memory and step time (float32 training), with and without '
+          'recomputation:')
+    section_memory(results)
   with open(_OUTPUT.value, 'w', encoding='utf-8') as f:
     json.dump(results, f, indent=1)
   print(f'Wrote {_OUTPUT.value}')

@@ -98,18 +98,16 @@ def bit_arg_scope(weight_decay=0.0001,
   Returns:
     An arg scope to use with `arg_scope(...)` or `build_model(arg_sc=...)`.
   """
-  regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
-  with arg_scope(
-      [layers.conv2d],
-      weights_regularizer=regularizer,
-      weights_initializer='he_normal',
-      activation_fn=activation_fn,
-      normalizer_fn=layers.group_norm,
-      normalizer_params=None,
-      weight_standardization=standardization_epsilon):
-    with arg_scope([layers.group_norm], groups=groups,
-                   epsilon=group_norm_epsilon):
-      with arg_scope([layers.norm_activation], normalizer_fn=layers.group_norm,
-                     activation_fn=activation_fn):
-        with arg_scope([layers.max_pool2d], padding='SAME') as arg_sc:
+  # resnet_arg_scope's convolutions (weight decay, initializer, pooling),
+  # with GroupNorm where it puts BatchNorm.
+  with arg_scope(resnet_arg_scope(weight_decay=weight_decay,
+                                  activation_fn=activation_fn)):
+    with arg_scope([layers.conv2d], normalizer_fn=layers.group_norm,
+                   normalizer_params=None,
+                   weight_standardization=standardization_epsilon):
+      with arg_scope([layers.group_norm], groups=groups,
+                     epsilon=group_norm_epsilon):
+        with arg_scope([layers.norm_activation],
+                       normalizer_fn=layers.group_norm,
+                       activation_fn=activation_fn) as arg_sc:
           return arg_sc

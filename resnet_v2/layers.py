@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 from tf_slim.ops.arg_scope import add_arg_scope
 
+from resnet_v2 import recompute
 from resnet_v2 import scopes
 
 
@@ -55,7 +56,16 @@ class BatchNorm(keras.layers.BatchNormalization):
       training = self.is_training
     training = False if training is None else training
     if not self._fusable(inputs, training):
-      return super().call(inputs, training=training, mask=mask)
+      if not (training and recompute.recomputing()):
+        return super().call(inputs, training=training, mask=mask)
+      # Keras's layer updates the moving statistics: undo it when a unit
+      # runs again for its gradients.
+      moving = [tf.identity(self.moving_mean), tf.identity(self.moving_variance)]
+      outputs = super().call(inputs, training=training, mask=mask)
+      with tf.control_dependencies([outputs]):
+        self.moving_mean.assign(moving[0])
+        self.moving_variance.assign(moving[1])
+      return outputs
     channels = inputs.shape[-1]
     scale = self.gamma if self.scale else tf.ones([channels])
     offset = self.beta if self.center else tf.zeros([channels])
@@ -64,8 +74,9 @@ class BatchNorm(keras.layers.BatchNormalization):
           inputs, scale, offset, mean=self.moving_mean,
           variance=self.moving_variance, epsilon=self.epsilon,
           is_training=True, exponential_avg_factor=1.0 - self.momentum)
-      self.moving_mean.assign(mean)
-      self.moving_variance.assign(variance)
+      if not recompute.recomputing():  # The first run has updated them.
+        self.moving_mean.assign(mean)
+        self.moving_variance.assign(variance)
     else:
       outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
           inputs, scale, offset, mean=self.moving_mean,
@@ -196,6 +207,11 @@ def batch_norm(inputs,
       is_training=is_training, fused=fused, momentum=decay, epsilon=epsilon,
       center=center, scale=scale, trainable=trainable,
       synchronized=synchronized, name=scope)
+  return _normalize(layer, inputs, activation_fn, outputs_collections, scope)
+
+
+def _normalize(layer, inputs, activation_fn, outputs_collections, scope):
+  """A normalization layer's output, activated and recorded as an end point."""
   outputs = scopes.call_layer(layer, inputs)
   if activation_fn is not None:
     outputs = activation_fn(outputs)
@@ -247,11 +263,7 @@ def group_norm(inputs,
                      'every depth of the network.')
   layer = keras.layers.GroupNormalization(
       groups=groups, epsilon=epsilon, center=center, scale=scale, name=scope)
-  outputs = scopes.call_layer(layer, inputs)
-  if activation_fn is not None:
-    outputs = activation_fn(outputs)
-  return scopes.collect_named_outputs(
-      outputs_collections, scopes.scope_name(scope), outputs)
+  return _normalize(layer, inputs, activation_fn, outputs_collections, scope)
 
 
 @add_arg_scope

@@ -69,7 +69,7 @@ def resolve_network(depth_or_blocks, stem='imagenet', scope=None):
 def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
                 outputs=None, scope=None, dtype_policy=None, arg_sc=None,
                 stem='imagenet', width_multiplier=1, drop_path_rate=0.0,
-                **resnet_kwargs):
+                recompute_grad=False, **resnet_kwargs):
   """Builds a ResNet v2 as a `keras.Model`: the one way models are made.
 
       model = build_model(50, num_classes=1001)
@@ -108,6 +108,10 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
       (`scale_width`); 1 is the network as specified.
     drop_path_rate: Stochastic depth, the last unit's drop probability
       (`with_stochastic_depth`); 0 for none.
+    recompute_grad: Recompute each unit's activations in the backward pass
+      instead of keeping them (less memory, a second forward pass of each
+      unit; see `recompute`). Only units' outputs are then end points inside
+      blocks.
     **resnet_kwargs: Further `resnet_v2` arguments (is_training,
       global_pool, output_stride, spatial_squeeze).
 
@@ -136,7 +140,8 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
     resnet_kwargs['root_depth'] = stem_depth(64)
   with using_dtype_policy(dtype_policy):
     inputs = keras.Input(tuple(input_shape), name='images')
-    with arg_scope(arg_sc or arg_scopes.resnet_arg_scope()):
+    with arg_scope(arg_sc or arg_scopes.resnet_arg_scope()), arg_scope(
+        [resnet_utils.stack_blocks_dense], recompute_grad=recompute_grad):
       net, stem_points = inputs, {}
       if stem == 'cifar':
         with scopes.variable_scope(scope):

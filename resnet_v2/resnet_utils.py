@@ -12,8 +12,11 @@ import numbers
 
 import keras
 from tf_slim.ops.arg_scope import add_arg_scope
+from tf_slim.ops.arg_scope import arg_scope
+from tf_slim.ops.arg_scope import has_arg_scope
 
 from resnet_v2 import layers
+from resnet_v2 import recompute
 from resnet_v2 import scopes
 
 UNIT_KEYS = ('depth', 'depth_bottleneck', 'stride')
@@ -244,9 +247,30 @@ def unit_plan(blocks, output_stride=None, input_stride=1):
   return plan
 
 
+def _recomputed_unit(unit_fn, net, outputs_collections, **unit_args):
+  """A unit built as its own model and called through `Recomputed`.
+
+  The tensors inside the unit belong to its own model, so of its end points
+  only the unit's output is recorded, as the enclosing model's tensor.
+  """
+  inputs = keras.Input(tuple(net.shape[1:]), dtype=net.dtype)
+  inner = {}
+  with arg_scope([layers.conv2d] + ([unit_fn] if has_arg_scope(unit_fn) else []),
+                 outputs_collections=inner):
+    output = unit_fn(inputs, **unit_args)
+  path = next((name for name, tensor in inner.items() if tensor is output),
+              scopes.current_scope())
+  unit = keras.Model(inputs, output, name=path.replace('/', '.'))
+  output = recompute.Recomputed(unit, name=f'{unit.name}.recomputed')(net)
+  if path in inner:
+    scopes.collect_named_outputs(outputs_collections, path, output)
+  return output
+
+
 @add_arg_scope
 def stack_blocks_dense(net, blocks, output_stride=None,
-                       outputs_collections=None, input_stride=1):
+                       outputs_collections=None, input_stride=1,
+                       recompute_grad=False):
   """Stacks ResNet `Block`s and controls the output feature density.
 
   Units get the scopes 'block_name/unit_1', 'block_name/unit_2', ...
@@ -268,6 +292,10 @@ def stack_blocks_dense(net, blocks, output_stride=None,
       root block; `resnet_v2` passes it so that `output_stride` and its
       errors speak of the whole network). An addition to slim's signature;
       with the default 1, `output_stride` is slim's.
+    recompute_grad: If True, each unit keeps only its input for the backward
+      pass, which runs it again (`recompute.Recomputed`): less memory, a
+      second forward pass of each unit. Only the units' own outputs are then
+      end points. (An addition to slim's signature.)
 
   Returns:
     The output tensor, at stride `output_stride` if given.
@@ -281,7 +309,12 @@ def stack_blocks_dense(net, blocks, output_stride=None,
     with scopes.variable_scope(block.scope) as block_path:
       for i, (unit, (stride, rate, _)) in enumerate(zip(block.args, steps)):
         with scopes.variable_scope(f'unit_{i + 1}'):
-          net = block.unit_fn(net, rate=rate, **dict(unit, stride=stride))
+          unit = dict(unit, stride=stride, rate=rate)
+          if recompute_grad:
+            net = _recomputed_unit(block.unit_fn, net, outputs_collections,
+                                   **unit)
+          else:
+            net = block.unit_fn(net, **unit)
     net = scopes.collect_named_outputs(outputs_collections, block_path, net)
   return net
 

@@ -81,8 +81,8 @@ def test_input_must_be_4d(shape):
 
 
 def test_unknown_depth_names_the_known_ones():
-  with pytest.raises(ValueError, match=r'Unknown ResNet v2 depth 34; known depths are \[50, 101, 152, 200\]'):
-    resnet_v2.build_model(34)
+  with pytest.raises(ValueError, match=r'Unknown ResNet v2 depth 26; known depths are \[18, 34, 50, 101, 152, 200\]'):
+    resnet_v2.build_model(26)
 
 
 def test_registered_custom_depth():

@@ -29,3 +29,15 @@ def test_benchmark_writes_pairs_depths_and_input(tmp_path):
   assert len(results['input']) == 3
   assert results['machine']['cores'] >= 1
   assert 'over repetitions' in result.stdout
+
+
+def test_memory_section_measures_each_case_in_its_own_process(tmp_path):
+  output = tmp_path / 'benchmark.json'
+  result = run_cli.run('experiments.benchmark', '--sections=memory',
+                       '--memory_cases=20:32:4', f'--output={output}')
+  rows = json.loads(output.read_text())['memory']
+  assert [(row['depth'], row['recompute_grad']) for row in rows] == [(20, False), (20, True)]
+  for row in rows:
+    assert 0.2 < row['peak_rss_gb'] < 8 and row['step_seconds'] > 0
+    assert not row['stopped_at_limit']
+  assert 'recompute_grad=True' in result.stdout

@@ -208,7 +208,8 @@ def test_only_regular_files_are_read(tmp_path):
     ('--image_size=0', '--image_size must be at least 1, got 0'),
     ('--label_smoothing=1.5', '--label_smoothing must be below 1, got 1.5'),
     ('--lr_boundary_steps=10,x', '--lr_boundary_steps=10,x: expected a comma-separated list'),
-    ('--depth=34', '--depth=34: Unknown ResNet v2 depth 34'),
+    ('--depth=26', '--depth=26: Unknown ResNet v2 depth 26'),
+    ('--randaugment_factor=2', '--randaugment_factor must be at most 1, got 2.0'),
     ('--blocks=64x', "--blocks='64x': Block spec '64x': block 1 is '64x'"),
 ])
 def test_bad_flags_are_one_line_errors(tmp_path, flag, message):

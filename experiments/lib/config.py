@@ -38,8 +38,8 @@ class ConfigError(ValueError):
   """A configuration that cannot run; the message says what to change."""
 
 
-def _field(default, group, help_text, choices=None, minimum=None, below=None,
-           spellings=None, fixed=False, remembered=True):
+def _field(default, group, help_text, choices=None, minimum=None, maximum=None,
+           below=None, spellings=None, fixed=False, remembered=True):
   """A Config field with its flag's description.
 
   Args:
@@ -48,6 +48,7 @@ def _field(default, group, help_text, choices=None, minimum=None, below=None,
     help_text: The flag's help.
     choices: The allowed values, if only some are.
     minimum: The smallest allowed value of a number (None: any, or none given).
+    maximum: The largest allowed value of a number.
     below: A bound that a number must stay below.
     spellings: For a field whose flag takes words, {word: value}.
     fixed: True if a run directory keeps it for life (the network, the
@@ -58,7 +59,8 @@ def _field(default, group, help_text, choices=None, minimum=None, below=None,
   """
   return dataclasses.field(default=default, metadata={
       'group': group, 'help': help_text, 'choices': choices,
-      'minimum': minimum, 'below': below, 'spellings': spellings,
+      'minimum': minimum, 'maximum': maximum, 'below': below,
+      'spellings': spellings,
       'fixed': fixed, 'remembered': remembered})
 
 
@@ -153,7 +155,7 @@ class Config:
       'random operations per training image, e.g. 2 (0: off).', minimum=0)
   randaugment_factor: float = _field(
       0.5, DATA, 'The strength of the RandAugment operations, in [0, 1].',
-      minimum=0)
+      minimum=0, maximum=1)
   mixup_alpha: float = _field(
       0.0, DATA, "MixUp (Zhang et al. 2018) with Keras's layer: each training "
       'batch mixed with a permutation of itself, weights from Beta(alpha, '
@@ -235,6 +237,12 @@ class Config:
       None, DISTRIBUTION, 'auto, true or false: compile the forward and '
       'backward pass with XLA. auto: on GPUs, not on CPUs (slower there, '
       'measured).', spellings={'auto': None, 'true': True, 'false': False})
+  recompute_grad: bool = _field(
+      False, DISTRIBUTION, "Keep only each unit's input for the backward "
+      'pass, which runs the unit again: much less memory for deep networks, '
+      'up to a quarter more step time (the README\'s memory table). Fixed for '
+      'a run: its checkpoints hold each unit as a model of its own.',
+      fixed=True)
   steps_per_loop: int = _field(
       100, DISTRIBUTION, 'Steps per compiled call (strategy.run inside '
       'tf.function).', minimum=1)
@@ -301,6 +309,10 @@ class Config:
           v is not None and v < meta['minimum'] for v in values):
         raise ConfigError(f'--{field.name} must be at least '
                           f'{meta["minimum"]}, got {_flag_text(value)}.')
+      if meta['maximum'] is not None and any(
+          v is not None and v > meta['maximum'] for v in values):
+        raise ConfigError(f'--{field.name} must be at most {meta["maximum"]}, '
+                          f'got {_flag_text(value)}.')
       if meta['below'] is not None and any(
           v is not None and v >= meta['below'] for v in values):
         raise ConfigError(f'--{field.name} must be below {meta["below"]}, got '
@@ -309,9 +321,6 @@ class Config:
       raise ConfigError('Give exactly one of --depth, --blocks and --network.')
     if self.train_steps is not None and self.train_epochs is not None:
       raise ConfigError('Give at most one of --train_steps and --train_epochs.')
-    if self.randaugment_factor > 1:
-      raise ConfigError('--randaugment_factor must be at most 1, got '
-                        f'{self.randaugment_factor}.')
     if self.strategy == 'tpu' and not self.tpu:
       raise ConfigError("--strategy=tpu needs --tpu (a TPU name, or 'local' on "
                         'a TPU VM).')

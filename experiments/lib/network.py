@@ -36,7 +36,8 @@ def build(config, num_classes, image_size):
         input_shape=(image_size, image_size, 3), stem=config.stem,
         dtype_policy=config.precision, arg_sc=arg_sc,
         width_multiplier=config.width_multiplier,
-        drop_path_rate=config.drop_path_rate)
+        drop_path_rate=config.drop_path_rate,
+        recompute_grad=config.recompute_grad)
   except ValueError as e:  # E.g. depths that --group_norm_groups must divide.
     raise ConfigError(f'The network cannot be built: {e}') from None
 
