@@ -124,17 +124,17 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
       output_stride, or an unknown end-point name in `outputs`.
   """
   blocks, scope = resolve_network(depth_or_blocks, stem, scope)
-  network_fn = functools.partial(nets.resnet_v2, include_root_block=stem ==
-                                 'imagenet')
-  if callable(blocks):  # A network function: blocks are its own business.
+  if callable(blocks):  # A network function: its blocks are its own.
     if width_multiplier != 1 or drop_path_rate:
       raise ValueError('width_multiplier and drop_path_rate apply to blocks, '
                        'not to a network function.')
-    network_fn = lambda net, _, *args, **kwargs: blocks(net, *args, **kwargs)
+    network_fn = blocks
   else:
     if width_multiplier != 1:
       blocks = resnet_utils.scale_width(blocks, width_multiplier)
     blocks = resnet_utils.with_stochastic_depth(blocks, drop_path_rate)
+    network_fn = functools.partial(nets.resnet_v2, blocks=blocks,
+                                   include_root_block=stem == 'imagenet')
   stem_depth = lambda depth: max(1, round(depth * width_multiplier))
   if stem == 'imagenet' and width_multiplier != 1:
     resnet_kwargs['root_depth'] = stem_depth(64)
@@ -150,7 +150,7 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
                               outputs_collections=stem_points, scope='conv1')
       # resnet_v2 re-enters the same scope, so the stem's weights are
       # '<scope>/conv1/...' as a slim network's root conv1 is.
-      net, end_points = network_fn(net, blocks, num_classes, scope=scope,
+      net, end_points = network_fn(net, num_classes=num_classes, scope=scope,
                                    **resnet_kwargs)
       end_points = {**stem_points, **end_points}
     if outputs is not None:

@@ -114,12 +114,9 @@ def reachable_output_strides(blocks, input_stride=1):
   Returns:
     The sorted distinct running strides, starting with `input_stride`.
   """
-  strides, current = {input_stride}, input_stride
-  for block in blocks:
-    for unit in block.args:
-      current *= unit.get('stride', 1)
-      strides.add(current)
-  return sorted(strides)
+  return sorted({input_stride} | {
+      stride for steps in unit_plan(blocks, None, input_stride)
+      for _, _, stride in steps})
 
 
 def check_output_stride(blocks, output_stride, input_stride=1):

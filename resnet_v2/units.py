@@ -107,6 +107,7 @@ def _preact_and_shortcut(inputs, depth, stride):
 
 
 def _add(shortcut, residual, drop_rate):
+  """shortcut + residual, the residual through stochastic depth if any."""
   if drop_rate:
     residual = scopes.call_layer(
         layers.DropPath(drop_rate, name='drop_path'), residual)

@@ -149,8 +149,8 @@ def test_regularisers_resume_bit_identically(tmp_path):
                 mixup_alpha=0.2, cutmix_alpha=1.0)
   run_cli.run('experiments.digits', '--show=0', *_flags(tmp_path / 'whole', train_steps=20,
                                                         **common))
-  for steps in (10, 20):
-    run_cli.run('experiments.digits', '--show=0', *_flags(tmp_path / 'parts', train_steps=steps,
+  for length in (10, 20):
+    run_cli.run('experiments.digits', '--show=0', *_flags(tmp_path / 'parts', train_steps=length,
                                                           **common))
   whole, parts = _checkpointed(tmp_path / 'whole'), _checkpointed(tmp_path / 'parts')
   assert whole.keys() == parts.keys()

@@ -8,7 +8,6 @@ module only translates.
 
 import dataclasses
 import json
-import os
 import signal
 import sys
 import textwrap
