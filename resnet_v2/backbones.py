@@ -79,19 +79,17 @@ def backbone(depth_or_blocks, input_shape=(224, 224, 3), output_stride=None,
   for block, steps in zip(resnet_utils.check_blocks(blocks), plan):
     for i, (_, _, stride) in enumerate(steps):
       unit = f'{scope}/{block.scope}/unit_{i + 1}/'
-      name = next(n for n in features.end_points
-                  if n.startswith(unit) and n.count('/') == unit.count('/'))
-      candidates.append((stride, name))
-  last = {}
-  for stride, name in candidates:
-    if stride >= min_stride:
-      last[stride] = name
-  deepest = max(last)
+      name = next((n for n in features.end_points
+                   if n.startswith(unit) and n.count('/') == unit.count('/')),
+                  None)  # None: a user's unit function that records none.
+      if name:
+        candidates.append((stride, name))
+  # The last map at each stride; at the deepest, the postnorm output.
+  last = {stride: name for stride, name in candidates if stride >= min_stride}
+  last[plan[-1][-1][2]] = f'{scope}/postnorm'
   tensors, info = {}, []
   for stride, name in sorted(last.items()):
-    tensor = features.end_points[name]
-    if stride == deepest:
-      tensor, name = features.output, f'{scope}/postnorm'
+    tensor = features.end_points.get(name, features.output)
     key = f'stride_{stride}'
     tensors[key] = tensor
     info.append(FeatureLevel(key, stride, tensor.shape[-1], name))
