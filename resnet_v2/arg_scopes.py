@@ -70,7 +70,7 @@ def bit_arg_scope(weight_decay=0.0001,
                   group_norm_epsilon=1e-5,
                   standardization_epsilon=1e-10,
                   activation_fn=keras.ops.relu):
-  """The arg scope of Big Transfer's ResNet v2: GroupNorm + Weight Standardization.
+  """Big Transfer's arg scope: GroupNorm and Weight Standardization.
 
   Kolesnikov et al. 2020 ("Big Transfer (BiT)", timm's `resnetv2_50x1_bit`)
   replace every BatchNorm of the pre-activation ResNet with GroupNorm and

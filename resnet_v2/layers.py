@@ -60,11 +60,12 @@ class BatchNorm(keras.layers.BatchNormalization):
         return super().call(inputs, training=training, mask=mask)
       # Keras's layer updates the moving statistics: undo it when a unit
       # runs again for its gradients.
-      moving = [tf.identity(self.moving_mean), tf.identity(self.moving_variance)]
+      mean = tf.identity(self.moving_mean)
+      variance = tf.identity(self.moving_variance)
       outputs = super().call(inputs, training=training, mask=mask)
       with tf.control_dependencies([outputs]):
-        self.moving_mean.assign(moving[0])
-        self.moving_variance.assign(moving[1])
+        self.moving_mean.assign(mean)
+        self.moving_variance.assign(variance)
       return outputs
     channels = inputs.shape[-1]
     scale = self.gamma if self.scale else tf.ones([channels])

@@ -135,9 +135,9 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
     blocks = resnet_utils.with_stochastic_depth(blocks, drop_path_rate)
     network_fn = functools.partial(nets.resnet_v2, blocks=blocks,
                                    include_root_block=stem == 'imagenet')
-  stem_depth = lambda depth: max(1, round(depth * width_multiplier))
   if stem == 'imagenet' and width_multiplier != 1:
-    resnet_kwargs['root_depth'] = stem_depth(64)
+    resnet_kwargs['root_depth'] = resnet_utils.scaled_depth(64,
+                                                            width_multiplier)
   with using_dtype_policy(dtype_policy):
     inputs = keras.Input(tuple(input_shape), name='images')
     with arg_scope(arg_sc or arg_scopes.resnet_arg_scope()), arg_scope(
@@ -145,7 +145,9 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
       net, stem_points = inputs, {}
       if stem == 'cifar':
         with scopes.variable_scope(scope):
-          net = layers.conv2d(net, stem_depth(16), 3, activation_fn=None,
+          net = layers.conv2d(net,
+                              resnet_utils.scaled_depth(16, width_multiplier),
+                              3, activation_fn=None,
                               normalizer_fn=None,
                               outputs_collections=stem_points, scope='conv1')
       # resnet_v2 re-enters the same scope, so the stem's weights are

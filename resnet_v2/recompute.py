@@ -54,7 +54,8 @@ class Recomputed(keras.layers.Layer):
     unit = self.unit
     if not training:  # No backward pass to save memory for.
       return unit(inputs, training=training)
-    seeds = [v for v in unit.variables if v.path.endswith('seed_generator_state')]
+    seeds = [v for v in unit.variables
+             if v.path.endswith('seed_generator_state')]
 
     @tf.custom_gradient
     def run(x):

@@ -252,8 +252,8 @@ def _recomputed_unit(unit_fn, net, outputs_collections, **unit_args):
   """
   inputs = keras.Input(tuple(net.shape[1:]), dtype=net.dtype)
   inner = {}
-  with arg_scope([layers.conv2d] + ([unit_fn] if has_arg_scope(unit_fn) else []),
-                 outputs_collections=inner):
+  collecting = [layers.conv2d] + ([unit_fn] if has_arg_scope(unit_fn) else [])
+  with arg_scope(collecting, outputs_collections=inner):
     output = unit_fn(inputs, **unit_args)
   path = next((name for name, tensor in inner.items() if tensor is output),
               scopes.current_scope())
@@ -316,6 +316,11 @@ def stack_blocks_dense(net, blocks, output_stride=None,
   return net
 
 
+def scaled_depth(depth, multiplier):
+  """The one rounding rule of widened depths: round(depth * multiplier) >= 1."""
+  return max(1, round(depth * multiplier))
+
+
 def scale_width(blocks, multiplier):
   """Returns `blocks` with every unit's depths multiplied (a wider network).
 
@@ -334,7 +339,7 @@ def scale_width(blocks, multiplier):
     raise ValueError(f'A width multiplier must be positive, got {multiplier!r}.')
   depth_keys = ('depth', 'depth_bottleneck')
   return [Block(block.scope, block.unit_fn,
-                [{k: max(1, round(v * multiplier)) if k in depth_keys else v
+                [{k: scaled_depth(v, multiplier) if k in depth_keys else v
                   for k, v in unit.items()} for unit in block.args])
           for block in check_blocks(blocks)]
 

@@ -29,9 +29,27 @@ from experiments.lib import preprocessing
 
 AUTOTUNE = tf.data.AUTOTUNE
 
+# The streams of random draws, each seeded (run seed + salt, position): the
+# preprocessing's, RandAugment's and the mixing's never share a seed.
+_PREPROCESS, _AUGMENT, _MIX = 0, -1, -2
+
+
+def _stream_seed(seed, salt, index, context):
+  """The stateless seed of element `index` of one pipeline in one stream.
+
+  Positions interleave the pipelines (index * pipelines + pipeline id), so
+  every element of the whole stream has its own seed, whatever the number of
+  pipelines. The first value is the run's seed for the preprocessing and a
+  negative one for the other streams (the run's seed is not negative).
+  """
+  first = seed if salt == _PREPROCESS else salt - seed
+  return tf.stack([tf.constant(first, tf.int64),
+                   index * context.num_input_pipelines
+                   + context.input_pipeline_id])
+
 
 def _preprocess_fn(preprocess, training, image_size, labels_offset, seed,
-                   pipeline_id, num_pipelines, augment=None):
+                   context, augment=None):
   """Returns fn(index, (image, label)) -> (image, label, index).
 
   `preprocess` is fn(image, seed) for training, fn(image) for evaluation;
@@ -43,13 +61,9 @@ def _preprocess_fn(preprocess, training, image_size, labels_offset, seed,
   def fn(index, example):
     image, label = example
     if training:
-      # A distinct, reproducible seed per example and pipeline.
-      position = index * num_pipelines + pipeline_id
-      image = preprocess(image, tf.stack([tf.constant(seed, tf.int64),
-                                          position]))
+      image = preprocess(image, _stream_seed(seed, _PREPROCESS, index, context))
       if augment is not None:
-        image = augment(image, tf.stack([tf.constant(-seed - 1, tf.int64),
-                                         position]))
+        image = augment(image, _stream_seed(seed, _AUGMENT, index, context))
     else:
       image = preprocess(image)
     image = tf.ensure_shape(image, [image_size, image_size, 3])
@@ -137,8 +151,7 @@ def _examples(source, split, preprocess, image_size, labels_offset, seed,
   dataset = dataset.enumerate(start=start)
   dataset = dataset.map(
       _preprocess_fn(preprocess, training, image_size, labels_offset, seed,
-                     context.input_pipeline_id, context.num_input_pipelines,
-                     augment),
+                     context, augment),
       num_parallel_calls=AUTOTUNE, deterministic=True)
   dataset = dataset.ignore_errors(log_warning=True)
   return _fill_gaps(dataset, start)
@@ -180,13 +193,10 @@ def train_dataset_fn(source, image_size, global_batch_size, seed, start_step,
     dataset = dataset.batch(batch_size, drop_remainder=True)
     if mix is not None:
       # Batches are numbered by their position in the stream, like examples.
-      pipelines = context.num_input_pipelines
-
       def mixed(index, batch):
         images, labels, weights, skipped = batch
-        images, labels = mix(images, labels, tf.stack([
-            tf.constant(-seed - 2, tf.int64),
-            index * pipelines + context.input_pipeline_id]))
+        images, labels = mix(images, labels,
+                             _stream_seed(seed, _MIX, index, context))
         return images, labels, weights, skipped
 
       dataset = dataset.enumerate(

@@ -2,9 +2,10 @@
 
 TensorFlow logs from C++ (filtered by TF_CPP_MIN_LOG_LEVEL, which it reads
 once, when it loads) and from Python, through its own logger and through
-absl's, the same one our progress lines use. Its INFO and WARNING lines (sharding callbacks,
-SavedModel fingerprints, dataset notes) say nothing a run's user acts on,
-so by default both kinds are cut to errors; `--tf_log_level=0` shows all.
+absl's, the same one our progress lines use. Its INFO and WARNING lines
+(sharding callbacks, SavedModel fingerprints, dataset notes) say nothing a
+run's user acts on, so by default all are cut to errors; `--tf_log_level=0`
+shows them all.
 TF 2.21's oneDNN banner comes before its logging starts and shows anyway.
 """
 
