@@ -14,7 +14,8 @@ per-repetition ratios (ours and Keras timed back to back), with their range:
            float32 and mixed_bfloat16, with and without XLA;
   depths   our throughput for depths 50-200 over batch sizes;
   input    the input pipeline (JPEG decode + random-resized crop + flip, as
-           in training) against decoding alone, on this machine's cores;
+           in training; BiT-HyperRule's 512/480 resize and crop, as in
+           fine-tuning) against decoding alone, on this machine's cores;
   ceiling  measured float32 and bfloat16 matmul GFLOP/s, and our training
            throughput as a fraction of ceiling / (training FLOPs per image),
            with FLOPs counted from the model's convolutions;
@@ -226,6 +227,14 @@ def section_input(results):
       'decode + random-resized crop + flip (training)': lambda i, b:
           preprocessing.imagenet_train(b, size, tf.stack([tf.constant(0, tf.int64), i])),
       'decode + central crop (eval)': lambda i, b: preprocessing.imagenet_eval(b, size),
+      # BiT-HyperRule's, at its resolution for images of this size.
+      'decode + resize 512 + random crop 480 + flip (fine-tuning)':
+          lambda i, b: preprocessing.resize_crop_train(
+              preprocessing.decode(b), 480, 512,
+              tf.stack([tf.constant(0, tf.int64), i])),
+      'decode + resize 480 (fine-tuning eval)': lambda i, b:
+          preprocessing.normalize(
+              preprocessing.resize(preprocessing.decode(b), 480)),
   }
   rows = []
   for name, fn in pipelines.items():
@@ -242,7 +251,8 @@ def section_input(results):
         next(iterator)
       speeds.append(320 / (time.perf_counter() - start))
     rows.append({'pipeline': name, 'images_per_second': statistics.median(speeds)})
-    print(f'  {name:48} {rows[-1]["images_per_second"]:8.1f} images/s', flush=True)
+    print(f'  {name:58} {rows[-1]["images_per_second"]:8.1f} images/s',
+          flush=True)
   results['input'] = rows
 
 

@@ -17,6 +17,7 @@ import dataclasses
 from absl import flags
 
 from experiments.lib import cli
+from experiments.lib import network
 from experiments.lib.config import Config
 
 cli.define_flags(Config(
@@ -31,7 +32,9 @@ cli.define_flags(Config(
 def main(argv):
   del argv
   config = cli.parsed_config()
-  if (config.depth or 0) >= 1001 and not flags.FLAGS['warmup_steps'].present:
+  deep = (network.kind(config.network) == 'depth'
+          and int(config.network) >= 1001)
+  if deep and not flags.FLAGS['warmup_steps'].present:
     config = dataclasses.replace(config, warmup_steps=400, warmup_lr=0.01)
   cli.run(config)
 

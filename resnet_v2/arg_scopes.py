@@ -20,7 +20,8 @@ def resnet_arg_scope(weight_decay=0.0001,
                      batch_norm_scale=True,
                      activation_fn=keras.ops.relu,
                      use_batch_norm=True,
-                     sync_batch_norm=False):
+                     sync_batch_norm=False,
+                     conv_biases=True):
   """Defines the default ResNet arg scope.
 
   The BatchNorm values suit the reference ResNets of He et al.; when training
@@ -39,6 +40,11 @@ def resnet_arg_scope(weight_decay=0.0001,
     sync_batch_norm: If True, BatchNorm computes training statistics over
       the global batch of all replicas of a `tf.distribute` strategy, not
       per replica (an addition to slim's arguments).
+    conv_biases: If True (slim's and Keras applications' layout), the
+      convolutions without a normalizer after them (the stem's `conv1`, the
+      shortcut projections and each unit's last convolution) have a bias; if
+      False (BiT's and timm's layout), no convolution but the logits has one
+      (an addition to slim's arguments).
 
   Returns:
     An arg scope to use with `arg_scope(...)`.
@@ -57,6 +63,7 @@ def resnet_arg_scope(weight_decay=0.0001,
       # variance_scaling_initializer(); a name, not an instance, so that
       # every layer draws its own values.
       weights_initializer='he_normal',
+      biases_initializer='zeros' if conv_biases else None,
       activation_fn=activation_fn,
       normalizer_fn=layers.batch_norm if use_batch_norm else None,
       normalizer_params=batch_norm_params):
@@ -69,7 +76,8 @@ def bit_arg_scope(weight_decay=0.0001,
                   groups=32,
                   group_norm_epsilon=1e-5,
                   standardization_epsilon=1e-10,
-                  activation_fn=keras.ops.relu):
+                  activation_fn=keras.ops.relu,
+                  conv_biases=True):
   """Big Transfer's arg scope: GroupNorm and Weight Standardization.
 
   Kolesnikov et al. 2020 ("Big Transfer (BiT)", timm's `resnetv2_50x1_bit`)
@@ -94,6 +102,8 @@ def bit_arg_scope(weight_decay=0.0001,
     group_norm_epsilon: Added to the group variance.
     standardization_epsilon: Added to each filter's variance.
     activation_fn: The activation after each normalization.
+    conv_biases: As in `resnet_arg_scope`; BiT's own networks have none
+      (False), slim's layout has them (True).
 
   Returns:
     An arg scope to use with `arg_scope(...)` or `build_model(arg_sc=...)`.
@@ -101,7 +111,8 @@ def bit_arg_scope(weight_decay=0.0001,
   # resnet_arg_scope's convolutions (weight decay, initializer, pooling),
   # with GroupNorm where it puts BatchNorm.
   with arg_scope(resnet_arg_scope(weight_decay=weight_decay,
-                                  activation_fn=activation_fn)):
+                                  activation_fn=activation_fn,
+                                  conv_biases=conv_biases)):
     with arg_scope([layers.conv2d], normalizer_fn=layers.group_norm,
                    normalizer_params=None,
                    weight_standardization=standardization_epsilon):

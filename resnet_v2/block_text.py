@@ -26,11 +26,16 @@ _BLOCK = re.compile(
     r'^(?:(basic|bottleneck)\s+)?(\d+)\s*x\s*(\d+)(?:\s*/\s*(\d+))?$')
 
 
-def parse_blocks(text):
+def parse_blocks(text, **layout):
   """Parses a text block spec.
 
   Args:
     text: E.g. '16x2/2, 32x2'.
+    **layout: The block layout options of `resnet_v2_block`, `stride_unit`
+      ('last', slim's, or 'first') and `projection` ('depth', 'first_unit' or
+      'stride'); an `arg_scope` on the block functions sets them too. With
+      stride_unit='first', BiT's ResNet-50 body is '64x3, 128x4/2, 256x6/2,
+      512x3/2'.
 
   Returns:
     A list of `Block`s named block1, block2, ...
@@ -55,7 +60,7 @@ def parse_blocks(text):
     base_depth, num_units, stride = (int(g) if g else 1
                                      for g in match.groups()[1:])
     blocks.append(nets.BLOCK_BUILDERS[kind](f'block{index + 1}', base_depth,
-                                            num_units, stride))
+                                            num_units, stride, **layout))
   return blocks
 
 

@@ -1,25 +1,19 @@
-"""Loading tf-slim (TF1) checkpoints into our models.
+"""Loading published weights into our models, strictly.
 
-The published tf-slim ResNet v2 checkpoints (`resnet_v2_{50,101,152,200}`,
-2017-04-14, 1001 ImageNet classes) name variables by scope, e.g.
-`resnet_v2_50/block1/unit_1/bottleneck_v2/conv1/weights`. Our weights have the
-same paths with Keras's leaf names (`kernel` for `weights`, `bias` for
-`biases`), so loading is a rename, checked strictly.
+A model built here names its weights by slim's scopes
+(`resnet_v2_50/block1/unit_1/bottleneck_v2/conv1/kernel`); each family's
+file names them its own way (`weight_names`) and is read with its own library
+(`weight_files`). Loading is a rename, checked strictly: every weight of the
+model must be in the file with the same shape, and every weight of the file
+must be used, or nothing is assigned and one error lists what is missing,
+unexpected and mis-shaped. (timm, for one, copies by hard-coded name and
+finds a mismatch only when a copy fails, halfway through.)
 """
 
-import tensorflow as tf
+from resnet_v2 import weight_files
+from resnet_v2 import weight_names
 
-_KERAS_TO_SLIM = {'kernel': 'weights', 'bias': 'biases'}
-# Training state that slim saved next to the weights.
-_TRAINING_STATE_SUFFIXES = ('/Momentum', '/ExponentialMovingAverage', '/Adam',
-                            '/Adam_1', '/RMSProp', '/RMSProp_1')
 _SHOWN = 10
-
-
-def slim_name(path):
-  """Returns the slim variable name of a Keras weight path."""
-  head, _, leaf = path.rpartition('/')
-  return f'{head}/{_KERAS_TO_SLIM.get(leaf, leaf)}' if head else leaf
 
 
 def _listing(title, names):
@@ -28,15 +22,115 @@ def _listing(title, names):
   return f'\n  {title} ({len(names)}):{shown}{more}'
 
 
+def logits_keys(family, checkpoint_scope=''):
+  """The file keys of a family's classifier (the logits' kernel and bias)."""
+  start = weight_names.prefix(family, checkpoint_scope)
+  return [start + weight_names.key_of(family, f'logits/{leaf}')[0]
+          for leaf in ('kernel', 'bias')]
+
+
+def load_weights(model, path, family='tf-slim', skip_logits=False, scope=None,
+                 checkpoint_scope=None):
+  """Loads a weight file of one of the families into a model, strictly.
+
+  Arrays are read and assigned one at a time, so a file is never held in
+  memory whole.
+
+  Args:
+    model: A model built by `build_model` (or from `resnet_v2` functions) in
+      the family's layout (see `create_model`).
+    path: The file (or TF checkpoint prefix or directory), or a
+      `weight_files.WeightFile`.
+    family: One of `weight_names.FAMILIES`: 'tf-slim', 'keras', 'bit' or
+      'timm'.
+    skip_logits: If True, leave the model's `logits` weights as they are and
+      ignore the file's, to fine-tune to another class count (or for a file
+      without them, such as Keras's `_notop` files).
+    scope: The model's network scope; defaults to `model.name`.
+    checkpoint_scope: For tf-slim, the checkpoint's network scope, if it
+      differs (e.g. 'resnet_v2_50' for a model built from blocks with scope
+      'resnet_v2').
+
+  Returns:
+    The list of file keys that were loaded.
+
+  Raises:
+    ValueError: If there is no readable file at `path`, or it does not match
+      the model.
+  """
+  if isinstance(path, weight_files.WeightFile):
+    weights = path
+  else:
+    try:
+      weights = weight_files.open_weights(path)
+    except ValueError as e:
+      raise ValueError(f'No readable checkpoint or weight file at {path!r}: '
+                       f'{e}') from None
+  shapes = weights.shapes
+  noun = 'checkpoint' if weights.kind == 'tf_checkpoint' else 'file'
+  scope = scope or model.name
+  start = weight_names.prefix(family, checkpoint_scope or scope)
+  logits = set(logits_keys(family, checkpoint_scope or scope))
+  missing, misshaped, misshaped_keys, plan = [], [], [], []
+  for weight in model.weights:
+    if not weight.path.startswith(scope + '/'):
+      raise ValueError(f'Weight {weight.path} is not under the scope {scope!r}'
+                       ': pass scope= (the network scope of the model).')
+    key, layout = weight_names.key_of(family, weight.path[len(scope) + 1:])
+    key = start + key
+    if skip_logits and key in logits:
+      continue
+    if key not in shapes:
+      missing.append(key)
+      continue
+    shape = weight_names.shape_to_ours(layout, shapes[key])
+    if shape != tuple(weight.shape):
+      misshaped_keys.append(key)
+      misshaped.append(f'{key}: {noun} {shape}, model {tuple(weight.shape)}')
+    else:
+      plan.append((weight, key, layout))
+  used = {key for _, key, _ in plan}
+  ignored = weight_names.IGNORED[family]
+  unexpected = sorted(
+      key for key in shapes
+      if key.startswith(start) and key not in used and not ignored.search(key)
+      and not (skip_logits and key in logits))
+  if missing or misshaped or unexpected:
+    message = (f'The {family} {noun} {weights.path!r} does not match model '
+               f'{model.name!r}:'
+               + _listing(f'missing from the {noun}', sorted(missing))
+               + _listing(f'unexpected in the {noun}', unexpected)
+               + _listing('mis-shaped', misshaped))
+    looks_like = weight_names.family_of(shapes)
+    if not plan and looks_like not in (None, family):
+      message += (f'\n  Nothing matched: the {noun} is laid out as '
+                  f'{looks_like}\'s networks are; use a network of that '
+                  'family (resnet_v2.list_models()).')
+    elif not plan and family == 'tf-slim':
+      scopes = sorted({key.split('/')[0] for key in shapes})
+      message += (f'\n  Nothing matched: the checkpoint holds scopes {scopes}; '
+                  'pass checkpoint_scope= to map the model\'s scope '
+                  f'{scope!r} onto one of them.')
+    if logits & set(missing + misshaped_keys):
+      message += ('\n  To fine-tune to another number of classes, pass '
+                  'skip_logits=True.')
+    raise ValueError(message)
+  for weight, key, layout in plan:
+    value = weight_names.to_ours(layout, weights.read(key))
+    weight.assign(value.astype(weight.dtype))
+  return [key for _, key, _ in plan]
+
+
 def load_slim_checkpoint(model, path, skip_logits=False, scope=None,
                          checkpoint_scope=None):
-  """Loads a tf-slim checkpoint into a model, strictly.
+  """Loads a tf-slim checkpoint into a model, strictly (see `load_weights`).
 
-  Every weight of the model must be found in the checkpoint with the same
-  shape, and every model variable of the checkpoint (under its scope, not
-  counting `global_step` and optimizer slots) must be used; otherwise nothing
-  is assigned and one error lists what is missing, unexpected and
-  mis-shaped.
+  The published tf-slim ResNet v2 checkpoints (`resnet_v2_{50,101,152,200}`,
+  2017-04-14, 1001 ImageNet classes) name variables by scope, e.g.
+  `resnet_v2_50/block1/unit_1/bottleneck_v2/conv1/weights`: our paths with
+  slim's leaf names (`weights` for `kernel`, `biases` for `bias`). Training
+  state saved beside the weights (`global_step`, optimizer slots, moving
+  averages) is ignored.
 
   Args:
     model: A model built by `build_model` (or from `resnet_v2` functions).
@@ -54,54 +148,5 @@ def load_slim_checkpoint(model, path, skip_logits=False, scope=None,
     ValueError: If there is no readable checkpoint at `path`, or it does not
       match the model.
   """
-  try:
-    reader = tf.train.load_checkpoint(path)
-  except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as e:
-    raise ValueError(f'No readable checkpoint at {path!r}: give the prefix '
-                     "of a TF checkpoint (the path before '.index').") from e
-  shapes = reader.get_variable_to_shape_map()
-  scope = scope or model.name
-  checkpoint_scope = checkpoint_scope or scope
-
-  def checkpoint_name(weight_path):
-    name = slim_name(weight_path)
-    if name.startswith(scope + '/'):
-      name = checkpoint_scope + name[len(scope):]
-    return name
-
-  logits = f'{checkpoint_scope}/logits/'
-  missing, misshaped, plan = [], [], []
-  for weight in model.weights:
-    name = checkpoint_name(weight.path)
-    if skip_logits and name.startswith(logits):
-      continue
-    if name not in shapes:
-      missing.append(name)
-    elif tuple(shapes[name]) != tuple(weight.shape):
-      misshaped.append(f'{name}: checkpoint {tuple(shapes[name])}, model '
-                       f'{tuple(weight.shape)}')
-    else:
-      plan.append((weight, name))
-  used = {name for _, name in plan}
-  unexpected = sorted(
-      name for name in shapes
-      if name.startswith(checkpoint_scope + '/') and name not in used
-      and not name.endswith(_TRAINING_STATE_SUFFIXES)
-      and not (skip_logits and name.startswith(logits)))
-  if missing or misshaped or unexpected:
-    message = (f'The checkpoint {path!r} does not match model {model.name!r}:'
-               + _listing('missing from the checkpoint', sorted(missing))
-               + _listing('unexpected in the checkpoint', unexpected)
-               + _listing('mis-shaped', misshaped))
-    if not plan:
-      scopes = sorted({name.split('/')[0] for name in shapes})
-      message += (f'\n  Nothing matched: the checkpoint holds scopes {scopes}; '
-                  'pass checkpoint_scope= to map the model\'s scope '
-                  f'{scope!r} onto one of them.')
-    if any(name.startswith(logits) for name in missing + misshaped):
-      message += ('\n  To fine-tune to another number of classes, pass '
-                  'skip_logits=True.')
-    raise ValueError(message)
-  for weight, name in plan:
-    weight.assign(reader.get_tensor(name).astype(weight.dtype))
-  return [name for _, name in plan]
+  return load_weights(model, path, 'tf-slim', skip_logits, scope,
+                      checkpoint_scope)

@@ -9,10 +9,9 @@ import keras
 from tf_slim.ops.arg_scope import arg_scope
 
 from resnet_v2 import arg_scopes
-from resnet_v2 import layers
 from resnet_v2 import nets
 from resnet_v2 import resnet_utils
-from resnet_v2 import scopes
+from resnet_v2 import stems
 
 
 @contextlib.contextmanager
@@ -34,12 +33,8 @@ def using_dtype_policy(policy):
     keras.config.set_dtype_policy(previous)
 
 
-# The stems a network can start with; see `build_model`.
-STEMS = ('imagenet', 'cifar', 'none')
-
-
 def resolve_network(depth_or_blocks, stem='imagenet', scope=None):
-  """The rule that turns a depth or a block list into blocks and a scope.
+  """Turns a depth or a block list into blocks and a scope.
 
   Args:
     depth_or_blocks: As for `build_model`.
@@ -47,30 +42,36 @@ def resolve_network(depth_or_blocks, stem='imagenet', scope=None):
     scope: An explicit scope, or None for the default.
 
   Returns:
-    (blocks, scope): the blocks, and the scope: `scope` if given, else
-    'resnet_v2_<depth>' for a depth and 'resnet_v2' for a block list.
+    (blocks, scope): the blocks (checked, or the network function), and the
+    scope: `scope` if given, else 'resnet_v2_<depth>' for a depth and
+    'resnet_v2' for a block list.
 
   Raises:
-    ValueError: For an unknown stem or depth.
+    ValueError: For an unknown stem or depth, malformed blocks, or a network
+      function with a stem.
   """
-  if stem not in STEMS:
-    raise ValueError(f'stem must be one of {STEMS}, got {stem!r}.')
+  stems.get_stem(stem)
   if isinstance(depth_or_blocks, numbers.Integral):
     depth = depth_or_blocks
     blocks = (nets.cifar_blocks(depth) if stem == 'cifar'
               else nets.blocks_for_depth(depth))
-    return blocks, scope or f'resnet_v2_{depth}'
-  if callable(depth_or_blocks) and stem != 'none':
-    raise ValueError("A network function builds its own stem, like slim's "
-                     "resnet_v2_50: use stem='none'.")
-  return depth_or_blocks, scope or 'resnet_v2'
+    return resnet_utils.check_blocks(blocks), scope or f'resnet_v2_{depth}'
+  if callable(depth_or_blocks):
+    if stem != 'none':
+      raise ValueError("A network function builds its own stem, like slim's "
+                       "resnet_v2_50: use stem='none'.")
+    return depth_or_blocks, scope or 'resnet_v2'
+  return resnet_utils.check_blocks(depth_or_blocks), scope or 'resnet_v2'
 
 
 def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
                 outputs=None, scope=None, dtype_policy=None, arg_sc=None,
                 stem='imagenet', width_multiplier=1, drop_path_rate=0.0,
                 recompute_grad=False, **resnet_kwargs):
-  """Builds a ResNet v2 as a `keras.Model`: the one way models are made.
+  """Builds a ResNet v2 as a `keras.Model`.
+
+  The experiment scripts, `backbone` and `create_model` all build through
+  here, so a model made one way is the same as one made another.
 
       model = build_model(50, num_classes=1001)
       model = build_model(164, 10, input_shape=(32, 32, 3), stem='cifar')
@@ -97,13 +98,15 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
       Logits and predictions stay float32.
     arg_sc: The arg scope to build under; defaults to `resnet_arg_scope()`.
       Its options (weight decay, BatchNorm decay, synchronized BatchNorm,
-      ...) are how a network's layer defaults are set.
-    stem: What comes before the blocks. 'imagenet': slim's root block, a
-      7x7/2 `conv1` and a 3x3/2 `pool1` (stride 4). 'cifar': the paper's
-      CIFAR stem, one 3x3 `conv1` with 16 outputs at full resolution. Both
-      convolutions have a bias and no BatchNorm or ReLU, because the first
-      unit's `preact` applies them. 'none': the blocks take the input as it
-      is.
+      conv biases, ...) are how a network's layer defaults are set.
+    stem: What comes before the blocks, a name of `stems.STEMS`:
+      'imagenet' (slim's root block, a 7x7/2 `conv1` and a 3x3/2 `pool1`,
+      stride 4), 'imagenet_zero_pad' and 'imagenet_symmetric' (the same with
+      the pooling padded as Keras applications and BiT, or as PyTorch, pad
+      it), 'cifar' (the paper's CIFAR stem, one 3x3 `conv1` with 16 outputs
+      at full resolution) or 'none' (the blocks take the input as it is).
+      A stem's convolution has no normalizer or ReLU, because the first
+      unit's `preact` applies them.
     width_multiplier: Multiplies every depth of the stem and the units
       (`scale_width`); 1 is the network as specified.
     drop_path_rate: Stochastic depth, the last unit's drop probability
@@ -117,13 +120,15 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
 
   Returns:
     A `keras.Model`. Its `end_points` attribute maps every end-point name to
-    its symbolic tensor.
+    its symbolic tensor; its `feature_info` lists the `FeatureLevel` of each
+    stride, finest first (empty for a network function).
 
   Raises:
     ValueError: For an unknown depth or stem, malformed blocks, a bad
       output_stride, or an unknown end-point name in `outputs`.
   """
   blocks, scope = resolve_network(depth_or_blocks, stem, scope)
+  levels = {}
   if callable(blocks):  # A network function: its blocks are its own.
     if width_multiplier != 1 or drop_path_rate:
       raise ValueError('width_multiplier and drop_path_rate apply to blocks, '
@@ -133,28 +138,17 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
     if width_multiplier != 1:
       blocks = resnet_utils.scale_width(blocks, width_multiplier)
     blocks = resnet_utils.with_stochastic_depth(blocks, drop_path_rate)
-    network_fn = functools.partial(nets.resnet_v2, blocks=blocks,
-                                   include_root_block=stem == 'imagenet')
-  if stem == 'imagenet' and width_multiplier != 1:
-    resnet_kwargs['root_depth'] = resnet_utils.scaled_depth(64,
-                                                            width_multiplier)
+    root = stems.get_stem(stem)
+    network_fn = functools.partial(
+        nets.resnet_v2, blocks=blocks, include_root_block=stem != 'none',
+        stem=stem, feature_levels=levels, root_depth=root.depth and
+        resnet_utils.scaled_depth(root.depth, width_multiplier))
   with using_dtype_policy(dtype_policy):
     inputs = keras.Input(tuple(input_shape), name='images')
     with arg_scope(arg_sc or arg_scopes.resnet_arg_scope()), arg_scope(
         [resnet_utils.stack_blocks_dense], recompute_grad=recompute_grad):
-      net, stem_points = inputs, {}
-      if stem == 'cifar':
-        with scopes.variable_scope(scope):
-          net = layers.conv2d(net,
-                              resnet_utils.scaled_depth(16, width_multiplier),
-                              3, activation_fn=None,
-                              normalizer_fn=None,
-                              outputs_collections=stem_points, scope='conv1')
-      # resnet_v2 re-enters the same scope, so the stem's weights are
-      # '<scope>/conv1/...' as a slim network's root conv1 is.
-      net, end_points = network_fn(net, num_classes=num_classes, scope=scope,
-                                   **resnet_kwargs)
-      end_points = {**stem_points, **end_points}
+      net, end_points = network_fn(inputs, num_classes=num_classes,
+                                   scope=scope, **resnet_kwargs)
     if outputs is not None:
       unknown = [name for name in outputs if name not in end_points]
       if unknown:
@@ -163,6 +157,7 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
       net = {name: end_points[name] for name in outputs}
     model = keras.Model(inputs, net, name=scope)
   model.end_points = end_points
+  model.feature_info = [levels[stride] for stride in sorted(levels)]
   return model
 
 

@@ -17,16 +17,14 @@ align with image corners):
 """
 
 import keras
+from tf_slim.ops.arg_scope import add_arg_scope
 from tf_slim.ops.arg_scope import arg_scope
 
 from resnet_v2 import layers
 from resnet_v2 import resnet_utils
 from resnet_v2 import scopes
+from resnet_v2 import stems
 from resnet_v2 import units
-
-# The root block (7x7/2 conv1 and 3x3/2 pool1) reduces resolution by 4.
-ROOT_STRIDE = 4
-
 
 def resnet_v2(inputs,
               blocks,
@@ -36,8 +34,11 @@ def resnet_v2(inputs,
               output_stride=None,
               include_root_block=True,
               spatial_squeeze=True,
+              reuse=None,
               scope=None,
-              root_depth=64):
+              root_depth=None,
+              stem='imagenet',
+              feature_levels=None):
   """Builds a pre-activation ResNet from a list of blocks.
 
   The root `conv1` (7x7/2, with bias) has no BatchNorm or ReLU because the
@@ -60,14 +61,24 @@ def resnet_v2(inputs,
       follows the Keras `training` argument of the model call.
     global_pool: If True, average over the spatial dimensions ('pool5').
     output_stride: None for the nominal stride, else the ratio of input to
-      output resolution (a multiple of 4 with the root block).
-    include_root_block: If True, start with `conv1` and `pool1`; if False,
-      `inputs` should be the output of an activation-less convolution.
+      output resolution (a multiple of the stem's stride).
+    include_root_block: If True, start with the stem (slim's root block,
+      `conv1` and `pool1`, unless `stem` names another); if False, `inputs`
+      should be the output of an activation-less convolution.
     spatial_squeeze: If True, logits are [batch, num_classes], not
       [batch, 1, 1, num_classes].
+    reuse: Only None, slim's default. Keras shares weights by calling the
+      same layer or model again, not through scopes, so True is an error
+      that says so.
     scope: The network's scope name; defaults to 'resnet_v2'.
-    root_depth: The outputs of the root `conv1` (64 in slim; an addition
-      for width multipliers).
+    root_depth: The outputs of the stem's convolution; None for the stem's
+      own (64 for slim's root block). An addition to slim's arguments, for
+      width multipliers.
+    stem: The stem when `include_root_block` is True, a name of
+      `stems.STEMS` (an addition to slim's arguments; see `stems`).
+    feature_levels: None, or a dict that is filled with {stride:
+      `FeatureLevel`}: the last feature map at each stride, the deepest one
+      being the `postnorm` output (an addition to slim's arguments).
 
   Returns:
     net: The logits if `num_classes`, else the (pooled) features.
@@ -76,14 +87,20 @@ def resnet_v2(inputs,
       '<scope>/spatial_squeeze' and 'predictions' when they exist.
 
   Raises:
-    ValueError: If the input is not 4-D, the blocks are malformed, or
-      `output_stride` is invalid or cannot be reached.
+    ValueError: If the input is not 4-D, `reuse` is set, the stem is
+      unknown, the blocks are malformed, or `output_stride` is invalid or
+      cannot be reached.
   """
+  if reuse:
+    raise ValueError(
+        'resnet_v2(reuse=True): Keras shares weights by calling the same '
+        'model again, not by reusing scopes. Build the network once, '
+        'model = keras.Model(inputs, net), and call model(other_inputs).')
   if len(inputs.shape) != 4:
     raise ValueError('resnet_v2 expects a 4-D input [batch, height, width, '
                      f'channels], got shape {tuple(inputs.shape)}.')
-  root_stride = ROOT_STRIDE if include_root_block else 1
-
+  root = stems.get_stem(stem if include_root_block else 'none')
+  blocks = resnet_utils.check_blocks(blocks)
   end_points = {}
   with scopes.variable_scope(scope or 'resnet_v2') as sc:
     with arg_scope([layers.conv2d, units.bottleneck, units.basic,
@@ -91,21 +108,23 @@ def resnet_v2(inputs,
                    outputs_collections=end_points), \
          arg_scope([layers.batch_norm], is_training=is_training):
       net = inputs
-      if include_root_block:
-        with arg_scope([layers.conv2d], activation_fn=None, normalizer_fn=None):
-          net = resnet_utils.conv2d_same(net, root_depth, 7, stride=2,
-                                         scope='conv1')
-        net = layers.max_pool2d(net, [3, 3], stride=2, scope='pool1')
-      net = resnet_utils.stack_blocks_dense(net, blocks, output_stride,
-                                            input_stride=root_stride)
+      if root.build is not None:
+        net = root.build(net, root_depth or root.depth, feature_levels)
+      net = resnet_utils.stack_blocks_dense(
+          net, blocks, output_stride, input_stride=root.stride,
+          feature_levels=feature_levels)
       net = layers.norm_activation(net, scope='postnorm')
+      deepest = resnet_utils.unit_plan(blocks, output_stride,
+                                       root.stride)[-1][-1][2]
+      resnet_utils.record_level(feature_levels, deepest, sc + '/postnorm', net)
       if global_pool:
         net = keras.ops.mean(net, axis=[1, 2], keepdims=True)
         end_points['global_pool'] = net
       if num_classes:
         net = layers.conv2d(net, num_classes, [1, 1], activation_fn=None,
-                            normalizer_fn=None, dtype='float32',
-                            weight_standardization=False, scope='logits')
+                            normalizer_fn=None, biases_initializer='zeros',
+                            dtype='float32', weight_standardization=False,
+                            scope='logits')
         if spatial_squeeze:
           net = keras.ops.squeeze(net, axis=[1, 2])
           end_points[sc + '/spatial_squeeze'] = net
@@ -116,47 +135,98 @@ def resnet_v2(inputs,
 resnet_v2.default_image_size = 224
 
 
-def resnet_v2_block(scope, base_depth, num_units, stride):
+# Where a block's stride goes, and which units get a projection shortcut
+# (see `resnet_v2_block`).
+STRIDE_UNITS = ('last', 'first')
+PROJECTIONS = ('depth', 'first_unit', 'stride')
+
+
+def _block(scope, unit_fn, unit, num_units, stride, stride_unit, projection):
+  """A block of `num_units` copies of `unit`, with the layout options."""
+  if stride_unit not in STRIDE_UNITS:
+    raise ValueError(f'Block {scope!r}: stride_unit must be one of '
+                     f'{STRIDE_UNITS}, got {stride_unit!r}.')
+  if projection not in PROJECTIONS:
+    raise ValueError(f'Block {scope!r}: projection must be one of '
+                     f'{PROJECTIONS}, got {projection!r}.')
+  strided = 0 if stride_unit == 'first' else num_units - 1
+  units = []
+  for index in range(num_units):
+    args = dict(unit, stride=stride if index == strided else 1)
+    if ((projection == 'first_unit' and index == 0)
+        or (projection == 'stride' and args['stride'] > 1)):
+      args['project'] = True
+    units.append(args)
+  return resnet_utils.Block(scope, unit_fn, units)
+
+
+@add_arg_scope
+def resnet_v2_block(scope, base_depth, num_units, stride, stride_unit='last',
+                    projection='depth'):
   """Returns a block of bottleneck units of output depth 4 * base_depth.
+
+  The families of ResNet v2 differ in two choices, both options here (and,
+  through `arg_scope`, of every block that `parse_blocks` makes):
+
+  - Where the stride goes. slim and Keras applications put it in a block's
+    LAST unit, so that the next block starts at the lower resolution; BiT and
+    timm put it in the FIRST unit, as He et al.'s code does. For the same
+    weights the two are different networks (the units between the two
+    places run at another resolution); slim's form keeps the activations
+    of one more unit at the lower resolution, which saves memory.
+  - Which units project their shortcut with a 1x1 convolution instead of
+    passing the (subsampled) input: 'depth' (slim) those whose depth
+    changes; 'first_unit' (Keras applications, timm) the first unit of
+    every block as well; 'stride' (BiT) those whose depth changes or that
+    stride. For the standard depths all three choose the same units.
 
   Args:
     scope: The block's scope name.
     base_depth: The bottleneck depth of each unit.
     num_units: The number of units.
-    stride: The block's stride, carried by its LAST unit.
+    stride: The block's stride.
+    stride_unit: 'last' (slim's) or 'first': the unit that carries the stride.
+    projection: 'depth', 'first_unit' or 'stride', as above.
 
   Returns:
     A `Block`.
+
+  Raises:
+    ValueError: For a non-positive depth or unit count, or an unknown option.
   """
   base_depth = resnet_utils.check_positive_int(
       base_depth, f'Block {scope!r}', 'base_depth')
   num_units = resnet_utils.check_positive_int(
       num_units, f'Block {scope!r}', 'num_units')
-  unit = {'depth': base_depth * 4, 'depth_bottleneck': base_depth, 'stride': 1}
-  return resnet_utils.Block(
-      scope, units.bottleneck,
-      [unit] * (num_units - 1) + [dict(unit, stride=stride)])
+  return _block(scope, units.bottleneck,
+                {'depth': base_depth * 4, 'depth_bottleneck': base_depth},
+                num_units, stride, stride_unit, projection)
 
 
-def resnet_v2_basic_block(scope, depth, num_units, stride):
+@add_arg_scope
+def resnet_v2_basic_block(scope, depth, num_units, stride, stride_unit='last',
+                          projection='depth'):
   """Returns a block of basic units of output depth `depth`.
 
   Args:
     scope: The block's scope name.
     depth: The depth of each unit's convolutions and output.
     num_units: The number of units.
-    stride: The block's stride, carried by its LAST unit.
+    stride: The block's stride.
+    stride_unit: 'last' (slim's) or 'first' (see `resnet_v2_block`).
+    projection: 'depth', 'first_unit' or 'stride' (see `resnet_v2_block`).
 
   Returns:
     A `Block`.
+
+  Raises:
+    ValueError: For a non-positive depth or unit count, or an unknown option.
   """
   depth = resnet_utils.check_positive_int(depth, f'Block {scope!r}', 'depth')
   num_units = resnet_utils.check_positive_int(
       num_units, f'Block {scope!r}', 'num_units')
-  unit = {'depth': depth, 'stride': 1}
-  return resnet_utils.Block(
-      scope, units.basic,
-      [unit] * (num_units - 1) + [dict(unit, stride=stride)])
+  return _block(scope, units.basic, {'depth': depth}, num_units, stride,
+                stride_unit, projection)
 
 
 # The block builder of each kind of unit.
@@ -261,51 +331,63 @@ register_depth(200, (3, 24, 36, 3))
 
 
 def resnet_v2_18(inputs, num_classes=None, is_training=None, global_pool=True,
-                 output_stride=None, spatial_squeeze=True,
+                 output_stride=None, spatial_squeeze=True, reuse=None,
                  scope='resnet_v2_18'):
   """ResNet-18 v2 (basic units). See `resnet_v2` for the arguments."""
-  return resnet_v2(inputs, blocks_for_depth(18), num_classes, is_training,
-                   global_pool, output_stride, True, spatial_squeeze, scope)
+  return resnet_v2(inputs, blocks_for_depth(18), num_classes,
+                   is_training=is_training, global_pool=global_pool,
+                   output_stride=output_stride, include_root_block=True,
+                   spatial_squeeze=spatial_squeeze, reuse=reuse, scope=scope)
 
 
 def resnet_v2_34(inputs, num_classes=None, is_training=None, global_pool=True,
-                 output_stride=None, spatial_squeeze=True,
+                 output_stride=None, spatial_squeeze=True, reuse=None,
                  scope='resnet_v2_34'):
   """ResNet-34 v2 (basic units). See `resnet_v2` for the arguments."""
-  return resnet_v2(inputs, blocks_for_depth(34), num_classes, is_training,
-                   global_pool, output_stride, True, spatial_squeeze, scope)
+  return resnet_v2(inputs, blocks_for_depth(34), num_classes,
+                   is_training=is_training, global_pool=global_pool,
+                   output_stride=output_stride, include_root_block=True,
+                   spatial_squeeze=spatial_squeeze, reuse=reuse, scope=scope)
 
 
 def resnet_v2_50(inputs, num_classes=None, is_training=None, global_pool=True,
-                 output_stride=None, spatial_squeeze=True,
+                 output_stride=None, spatial_squeeze=True, reuse=None,
                  scope='resnet_v2_50'):
   """ResNet-50 v2. See `resnet_v2` for the arguments and return values."""
-  return resnet_v2(inputs, blocks_for_depth(50), num_classes, is_training,
-                   global_pool, output_stride, True, spatial_squeeze, scope)
+  return resnet_v2(inputs, blocks_for_depth(50), num_classes,
+                   is_training=is_training, global_pool=global_pool,
+                   output_stride=output_stride, include_root_block=True,
+                   spatial_squeeze=spatial_squeeze, reuse=reuse, scope=scope)
 
 
 def resnet_v2_101(inputs, num_classes=None, is_training=None, global_pool=True,
-                  output_stride=None, spatial_squeeze=True,
+                  output_stride=None, spatial_squeeze=True, reuse=None,
                   scope='resnet_v2_101'):
   """ResNet-101 v2. See `resnet_v2` for the arguments and return values."""
-  return resnet_v2(inputs, blocks_for_depth(101), num_classes, is_training,
-                   global_pool, output_stride, True, spatial_squeeze, scope)
+  return resnet_v2(inputs, blocks_for_depth(101), num_classes,
+                   is_training=is_training, global_pool=global_pool,
+                   output_stride=output_stride, include_root_block=True,
+                   spatial_squeeze=spatial_squeeze, reuse=reuse, scope=scope)
 
 
 def resnet_v2_152(inputs, num_classes=None, is_training=None, global_pool=True,
-                  output_stride=None, spatial_squeeze=True,
+                  output_stride=None, spatial_squeeze=True, reuse=None,
                   scope='resnet_v2_152'):
   """ResNet-152 v2. See `resnet_v2` for the arguments and return values."""
-  return resnet_v2(inputs, blocks_for_depth(152), num_classes, is_training,
-                   global_pool, output_stride, True, spatial_squeeze, scope)
+  return resnet_v2(inputs, blocks_for_depth(152), num_classes,
+                   is_training=is_training, global_pool=global_pool,
+                   output_stride=output_stride, include_root_block=True,
+                   spatial_squeeze=spatial_squeeze, reuse=reuse, scope=scope)
 
 
 def resnet_v2_200(inputs, num_classes=None, is_training=None, global_pool=True,
-                  output_stride=None, spatial_squeeze=True,
+                  output_stride=None, spatial_squeeze=True, reuse=None,
                   scope='resnet_v2_200'):
   """ResNet-200 v2. See `resnet_v2` for the arguments and return values."""
-  return resnet_v2(inputs, blocks_for_depth(200), num_classes, is_training,
-                   global_pool, output_stride, True, spatial_squeeze, scope)
+  return resnet_v2(inputs, blocks_for_depth(200), num_classes,
+                   is_training=is_training, global_pool=global_pool,
+                   output_stride=output_stride, include_root_block=True,
+                   spatial_squeeze=spatial_squeeze, reuse=reuse, scope=scope)
 
 
 for _net in (resnet_v2_18, resnet_v2_34, resnet_v2_50, resnet_v2_101,

@@ -36,6 +36,44 @@ class Block(collections.namedtuple('Block', ['scope', 'unit_fn', 'args'])):
   """
 
 
+class FeatureLevel(collections.namedtuple(
+    'FeatureLevel', ['name', 'stride', 'channels', 'end_point'])):
+  """One level of a network's features: the last feature map at one stride.
+
+  Its parts are:
+    name: 'stride_<stride>', the key of a backbone's output.
+    stride: Ratio of the input's resolution to this level's.
+    channels: The level's depth.
+    end_point: The end point it is: a unit's or the stem's output, or
+      '<scope>/postnorm' for the deepest level.
+  """
+
+
+def record_level(feature_levels, stride, end_point, tensor):
+  """Records `tensor` as the level at `stride`, replacing an earlier one.
+
+  Args:
+    feature_levels: None, or a dict {stride: FeatureLevel} that a network
+      fills in as it is built; the last map at each stride is its level.
+    stride: The tensor's stride, counted from the image.
+    end_point: The tensor's end-point name, or None for a tensor with none
+      (a user's unit function that records no end point), which is left out.
+    tensor: The feature map.
+  """
+  if feature_levels is not None and end_point is not None:
+    feature_levels[stride] = FeatureLevel(f'stride_{stride}', stride,
+                                          tensor.shape[-1], end_point)
+
+
+class CheckedBlocks(list):
+  """A block list as `check_blocks` returns it: validated, units as dicts.
+
+  `check_blocks` returns one of these unchanged, so the functions that take
+  blocks (`stack_blocks_dense`, `unit_plan`, `scale_width`, ...) can all
+  accept a user's list and still check it only once per build.
+  """
+
+
 def check_positive_int(value, where, key):
   """Returns `value` as an int, or raises ValueError naming `where` and `key`."""
   if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
@@ -70,12 +108,15 @@ def check_blocks(blocks):
     blocks: A non-empty list of `Block`s.
 
   Returns:
-    A list of `Block`s whose `args` are lists of dicts.
+    A `CheckedBlocks` list of `Block`s whose `args` are lists of dicts
+    (`blocks` itself if it is one already).
 
   Raises:
     ValueError: Naming the offending block and unit, if the list is empty, a
       block is not a `Block`, names repeat, or a unit is malformed.
   """
+  if isinstance(blocks, CheckedBlocks):
+    return blocks
   if not isinstance(blocks, (list, tuple)) or not blocks:
     raise ValueError('blocks must be a non-empty list of Block(scope, unit_fn, '
                      f'args), got {blocks!r}.')
@@ -101,14 +142,14 @@ def check_blocks(blocks):
     units = [_unit_kwargs(unit, f'Block {scope!r} unit_{i + 1}')
              for i, unit in enumerate(args)]
     checked.append(Block(scope, unit_fn, units))
-  return checked
+  return CheckedBlocks(checked)
 
 
 def reachable_output_strides(blocks, input_stride=1):
   """Returns the output strides `stack_blocks_dense` can stop at.
 
   Args:
-    blocks: A list of `Block`s as `check_blocks` returns them.
+    blocks: A list of `Block`s.
     input_stride: The stride of the blocks' input relative to the image.
 
   Returns:
@@ -120,10 +161,10 @@ def reachable_output_strides(blocks, input_stride=1):
 
 
 def check_output_stride(blocks, output_stride, input_stride=1):
-  """The one check of an `output_stride` request.
+  """Checks an `output_stride` request against what the blocks can reach.
 
   Args:
-    blocks: A list of `Block`s as `check_blocks` returns them.
+    blocks: A list of `Block`s.
     output_stride: The requested ratio of image to output resolution.
     input_stride: The stride of the blocks' input relative to the image (4
       after slim's root block).
@@ -207,7 +248,7 @@ def conv2d_same(inputs, num_outputs, kernel_size, stride, rate=1, scope=None):
 def unit_plan(blocks, output_stride=None, input_stride=1):
   """How `stack_blocks_dense` runs each unit: its stride and atrous rate.
 
-  The one rule of output density: once the running stride reaches
+  This is the rule of output density: once the running stride reaches
   `output_stride`, every later unit runs with stride 1 and its stride
   multiplies the atrous rate of the units after it.
 
@@ -264,10 +305,21 @@ def _recomputed_unit(unit_fn, net, outputs_collections, **unit_args):
   return output
 
 
+def _end_point_of(outputs_collections, tensor):
+  """The name under which `tensor` was recorded as an end point, or None."""
+  if outputs_collections is None:
+    return None
+  if isinstance(outputs_collections, dict):
+    outputs_collections = [outputs_collections]
+  return next((name for collection in outputs_collections
+               for name, value in reversed(collection.items())
+               if value is tensor), None)
+
+
 @add_arg_scope
 def stack_blocks_dense(net, blocks, output_stride=None,
                        outputs_collections=None, input_stride=1,
-                       recompute_grad=False):
+                       recompute_grad=False, feature_levels=None):
   """Stacks ResNet `Block`s and controls the output feature density.
 
   Units get the scopes 'block_name/unit_1', 'block_name/unit_2', ...
@@ -293,6 +345,9 @@ def stack_blocks_dense(net, blocks, output_stride=None,
       pass, which runs it again (`recompute.Recomputed`): less memory, a
       second forward pass of each unit. Only the units' own outputs are then
       end points. (An addition to slim's signature.)
+    feature_levels: None, or a dict {stride: FeatureLevel} in which each
+      unit's output is recorded as the level at its stride, as it is built
+      (see `record_level`; an addition to slim's signature).
 
   Returns:
     The output tensor, at stride `output_stride` if given.
@@ -304,7 +359,8 @@ def stack_blocks_dense(net, blocks, output_stride=None,
   plan = unit_plan(blocks, output_stride, input_stride)
   for block, steps in zip(blocks, plan):
     with scopes.variable_scope(block.scope) as block_path:
-      for i, (unit, (stride, rate, _)) in enumerate(zip(block.args, steps)):
+      for i, (unit, (stride, rate, reached)) in enumerate(
+          zip(block.args, steps)):
         with scopes.variable_scope(f'unit_{i + 1}'):
           unit = dict(unit, stride=stride, rate=rate)
           if recompute_grad:
@@ -312,12 +368,14 @@ def stack_blocks_dense(net, blocks, output_stride=None,
                                    **unit)
           else:
             net = block.unit_fn(net, **unit)
+        record_level(feature_levels, reached,
+                     _end_point_of(outputs_collections, net), net)
     net = scopes.collect_named_outputs(outputs_collections, block_path, net)
   return net
 
 
 def scaled_depth(depth, multiplier):
-  """The one rounding rule of widened depths: round(depth * multiplier) >= 1."""
+  """A depth widened by `multiplier`: round(depth * multiplier), at least 1."""
   return max(1, round(depth * multiplier))
 
 
@@ -338,10 +396,11 @@ def scale_width(blocks, multiplier):
   if isinstance(multiplier, bool) or not multiplier > 0:
     raise ValueError(f'A width multiplier must be positive, got {multiplier!r}.')
   depth_keys = ('depth', 'depth_bottleneck')
-  return [Block(block.scope, block.unit_fn,
-                [{k: scaled_depth(v, multiplier) if k in depth_keys else v
-                  for k, v in unit.items()} for unit in block.args])
-          for block in check_blocks(blocks)]
+  return CheckedBlocks(
+      Block(block.scope, block.unit_fn,
+            [{k: scaled_depth(v, multiplier) if k in depth_keys else v
+              for k, v in unit.items()} for unit in block.args])
+      for block in check_blocks(blocks))
 
 
 def with_stochastic_depth(blocks, drop_rate):
@@ -376,4 +435,4 @@ def with_stochastic_depth(blocks, drop_rate):
       index += 1
       units.append(dict(unit, drop_rate=drop_rate * index / total))
     result.append(Block(block.scope, block.unit_fn, units))
-  return result
+  return CheckedBlocks(result)

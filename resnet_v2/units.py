@@ -23,16 +23,16 @@ from resnet_v2 import scopes
 
 @add_arg_scope
 def bottleneck(inputs, depth, depth_bottleneck, stride, rate=1, drop_rate=0.0,
-               outputs_collections=None, scope=None):
+               project=False, outputs_collections=None, scope=None):
   """Bottleneck residual unit with BatchNorm before the convolutions.
 
   `preact` is BatchNorm+ReLU of the input. The shortcut is the input itself
-  (subsampled by `stride`) when its depth is already `depth`; otherwise a 1x1
-  projection of `preact` with bias and no BatchNorm. The residual is 1x1
-  `conv1` -> 3x3 `conv2` (stride and atrous rate here, each with
-  BatchNorm+ReLU) -> 1x1 `conv3` with bias and nothing after it. When two
-  blocks of these units follow each other, the first block's last unit
-  carries the stride.
+  (subsampled by `stride`) when its depth is already `depth` and `project`
+  is False; otherwise a 1x1 projection of `preact` with bias and no
+  BatchNorm. The residual is 1x1 `conv1` -> 3x3 `conv2` (stride and atrous
+  rate here, each with BatchNorm+ReLU) -> 1x1 `conv3` with bias and nothing
+  after it. When two blocks of these units follow each other, slim's layout
+  puts the stride in the first block's last unit.
 
   Args:
     inputs: A 4-D tensor [batch, height, width, channels].
@@ -41,6 +41,8 @@ def bottleneck(inputs, depth, depth_bottleneck, stride, rate=1, drop_rate=0.0,
     stride: The unit's stride.
     rate: The atrous rate of `conv2`.
     drop_rate: The stochastic-depth probability of dropping the residual.
+    project: If True, project the shortcut even when the depth is unchanged
+      (the `projection` option of `resnet_v2_block`).
     outputs_collections: End-point dict(s) for the unit's output.
     scope: The scope name; defaults to 'bottleneck_v2'.
 
@@ -48,7 +50,7 @@ def bottleneck(inputs, depth, depth_bottleneck, stride, rate=1, drop_rate=0.0,
     The unit's output, shortcut + residual.
   """
   with scopes.variable_scope(scope or 'bottleneck_v2') as path:
-    preact, shortcut = _preact_and_shortcut(inputs, depth, stride)
+    preact, shortcut = _preact_and_shortcut(inputs, depth, stride, project)
     residual = layers.conv2d(preact, depth_bottleneck, [1, 1], stride=1,
                              scope='conv1')
     residual = resnet_utils.conv2d_same(residual, depth_bottleneck, 3, stride,
@@ -61,7 +63,7 @@ def bottleneck(inputs, depth, depth_bottleneck, stride, rate=1, drop_rate=0.0,
 
 
 @add_arg_scope
-def basic(inputs, depth, stride, rate=1, drop_rate=0.0,
+def basic(inputs, depth, stride, rate=1, drop_rate=0.0, project=False,
           outputs_collections=None, scope=None):
   """Basic residual unit (two 3x3 convolutions) with pre-activation.
 
@@ -76,6 +78,7 @@ def basic(inputs, depth, stride, rate=1, drop_rate=0.0,
     stride: The unit's stride.
     rate: The atrous rate of both convolutions.
     drop_rate: The stochastic-depth probability of dropping the residual.
+    project: If True, project the shortcut even when the depth is unchanged.
     outputs_collections: End-point dict(s) for the unit's output.
     scope: The scope name; defaults to 'basic_v2'.
 
@@ -83,7 +86,7 @@ def basic(inputs, depth, stride, rate=1, drop_rate=0.0,
     The unit's output, shortcut + residual.
   """
   with scopes.variable_scope(scope or 'basic_v2') as path:
-    preact, shortcut = _preact_and_shortcut(inputs, depth, stride)
+    preact, shortcut = _preact_and_shortcut(inputs, depth, stride, project)
     residual = resnet_utils.conv2d_same(preact, depth, 3, stride, rate=rate,
                                         scope='conv1')
     residual = layers.conv2d(residual, depth, [3, 3], stride=1, rate=rate,
@@ -93,11 +96,12 @@ def basic(inputs, depth, stride, rate=1, drop_rate=0.0,
   return scopes.collect_named_outputs(outputs_collections, path, output)
 
 
-def _preact_and_shortcut(inputs, depth, stride):
+def _preact_and_shortcut(inputs, depth, stride, project):
   """A unit's `preact` and its shortcut: the (subsampled) input itself when
-  the depth is unchanged, else a 1x1 projection of `preact` with bias."""
+  the depth is unchanged and `project` is False, else a 1x1 projection of
+  `preact` with bias (unless the arg scope leaves biases out)."""
   preact = layers.norm_activation(inputs, scope='preact')
-  if depth == inputs.shape[-1]:
+  if depth == inputs.shape[-1] and not project:
     shortcut = resnet_utils.subsample(inputs, stride, 'shortcut')
   else:
     shortcut = layers.conv2d(preact, depth, [1, 1], stride=stride,

@@ -72,3 +72,23 @@ def test_augmented_stream_resumes_at_any_step():
   for expected, got in zip(full[4:], resumed):
     for a, b in zip(expected, got):
       np.testing.assert_array_equal(a, b)
+
+
+def test_the_keras_internals_the_seeds_rely_on():
+  """seeds.use_seed relies on two things of Keras 3; if a Keras release
+  changes them, this fails, naming which, instead of augmentation silently
+  drawing from Keras's own per-process state."""
+  from experiments.lib import seeds  # pylint: disable=g-import-not-at-top
+  import keras  # pylint: disable=g-import-not-at-top
+  for layer, data in [(keras.layers.RandAugment(value_range=(-1, 1), num_ops=2), _images(1)[0]),
+                      (keras.layers.MixUp(alpha=0.2), _images()),
+                      (keras.layers.CutMix(factor=1.0), _images())]:
+    name = type(layer).__name__
+    assert layer._get_seed_generator(keras.backend.backend()) is layer.generator, (
+        f'Keras {keras.__version__}: {name} no longer draws from its `generator` attribute')
+    seeds.use_seed(layer, tf.constant([1, 2], tf.int64))
+    generator = layer.generator
+    layer.get_random_transformation(data, training=True)
+    assert generator._draws > 0, (
+        f"Keras {keras.__version__}: {name}'s random draws no longer call "
+        "its generator's next()")

@@ -117,3 +117,12 @@ def test_text_specs_round_trip():
   assert resnet_v2.format_blocks(blocks) == '64x3/2, 128x4/2, 256x6/2, 512x3'
   with pytest.raises(ValueError, match='has no text form'):
     resnet_v2.format_blocks([Block('b', bottleneck, [(8, 2, 2), (8, 2, 1)])])
+
+
+def test_reuse_is_slims_none_and_true_says_how_keras_shares():
+  inputs = keras.Input((32, 32, 3))
+  with resnet_v2.arg_scope(resnet_v2.resnet_arg_scope()):
+    net, _ = resnet_v2.resnet_v2_50(inputs, 10, reuse=None)  # as Google's slim tests pass it
+    assert net.shape == (None, 10)
+    with pytest.raises(ValueError, match='call the same model again|calling the same model'):
+      resnet_v2.resnet_v2(inputs, resnet_v2.parse_blocks('4x1'), reuse=True, scope='again')

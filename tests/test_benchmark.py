@@ -6,7 +6,12 @@ it records, not speed (speed lives in the benchmark's own tables).
 
 import json
 
+import pytest
+
 from tests import run_cli
+
+# Real processes throughout: not in the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
 
 
 def test_benchmark_writes_pairs_depths_and_input(tmp_path):
@@ -26,7 +31,8 @@ def test_benchmark_writes_pairs_depths_and_input(tmp_path):
     assert row['ours'] > 0 and row['keras'] > 0
   assert [(row['mode'], row['batch']) for row in results['depths']['rows']] == [
       ('train', 2), ('infer', 1)]
-  assert len(results['input']) == 3
+  assert len(results['input']) == 5  # with BiT-HyperRule's fine-tuning pipelines
+  assert any('resize 512 + random crop 480' in row['pipeline'] for row in results['input'])
   assert results['machine']['cores'] >= 1
   assert 'over repetitions' in result.stdout
 

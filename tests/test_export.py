@@ -2,6 +2,8 @@
 
 import dataclasses
 import io
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -16,6 +18,8 @@ from experiments.lib import preprocessing
 from tests import run_cli
 
 SIZE = 16
+# What serving_default does to encoded images: the small-image evaluation.
+PREPROCESS = preprocessing.eval_fn('pad_crop', SIZE)
 
 
 @pytest.fixture(scope='module')
@@ -27,7 +31,7 @@ def exported(tmp_path_factory):
     if 'moving' in weight.path:
       weight.assign(np.random.default_rng(0).uniform(0.5, 1.5, weight.shape))
   path = str(tmp_path_factory.mktemp('export') / 'model')
-  export.export_saved_model(model, path, SIZE, 'pad_crop', top_k=3)
+  export.export_saved_model(model, path, SIZE, PREPROCESS, top_k=3)
   return model, tf.saved_model.load(path), path
 
 
@@ -90,24 +94,43 @@ def test_tflite_conversion_runs_like_the_saved_model(exported):
     np.testing.assert_array_equal(got[key], want[key].numpy())
 
 
+@pytest.mark.filterwarnings('ignore:.*tf.lite.Interpreter is deprecated')
+@pytest.mark.parametrize('name', ['bit_r50x1', 'timm_resnetv2_50'])
+def test_the_families_layouts_convert_to_tflite(tmp_path, name):
+  """create_model's BiT (zero-padded pool, GroupNorm + WS) and timm (-inf
+  padded pool) layouts, a few units of them, through TFLite's builtin ops."""
+  spec = dataclasses.replace(resnet_v2.get_model_spec(name), num_units=(1, 1, 1, 1),
+                             width=0.5)
+  model = resnet_v2.pretrained.build(spec, 5, (32, 32, 3))
+  path = str(tmp_path / 'export')
+  export.export_saved_model(model, path, 32, preprocessing.eval_fn('inception', 32))
+  runner = tf.lite.Interpreter(model_content=_tflite(path)).get_signature_runner(
+      'serve_images')
+  pixels = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+  want = tf.saved_model.load(path).signatures['serve_images'](images=tf.constant(pixels))
+  np.testing.assert_allclose(runner(images=pixels)['probabilities'],
+                             want['probabilities'], atol=1e-5)
+
+
 def test_float32_export_of_a_mixed_precision_run_converts(tmp_path):
   config = config_lib.Config(blocks='4x1/2, 8x1', stem='cifar',
                              precision='mixed_bfloat16',
                              export_precision='float32')
-  model = network.build(config, 5, SIZE)
-  assert network.for_export(model, dataclasses.replace(
-      config, export_precision='training'), SIZE) is model
-  twin = network.for_export(model, config, SIZE)
+  net = network.resolve(config)
+  model = network.build(net, config, config.precision, 5, SIZE)
+  assert network.for_export(model, net, dataclasses.replace(
+      config, export_precision='training'), config.precision, SIZE) is model
+  twin = network.for_export(model, net, config, config.precision, SIZE)
   assert twin.compute_dtype == 'float32' and model.compute_dtype == 'bfloat16'
   for ours, theirs in zip(twin.weights, model.weights):
     np.testing.assert_array_equal(ours, theirs)
   images = np.random.default_rng(4).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
   np.testing.assert_allclose(twin(images, training=False),
                              model(images, training=False), atol=0.05)
-  export.export_saved_model(model, str(tmp_path / 'bf16'), SIZE, 'pad_crop')
+  export.export_saved_model(model, str(tmp_path / 'bf16'), SIZE, PREPROCESS)
   with pytest.raises(Exception, match='(?i)bf16|bfloat16'):
     _tflite(str(tmp_path / 'bf16'))
-  export.export_saved_model(twin, str(tmp_path / 'f32'), SIZE, 'pad_crop')
+  export.export_saved_model(twin, str(tmp_path / 'f32'), SIZE, PREPROCESS)
   assert _tflite(str(tmp_path / 'f32'))
 
 
@@ -130,8 +153,8 @@ def test_undecodable_bytes_are_a_clear_error(exported):
 def test_export_replaces_atomically(exported, tmp_path):
   model, _, _ = exported
   path = str(tmp_path / 'model')
-  export.export_saved_model(model, path, SIZE, 'pad_crop')
-  export.export_saved_model(model, path, SIZE, 'pad_crop')  # over an old one
+  export.export_saved_model(model, path, SIZE, PREPROCESS)
+  export.export_saved_model(model, path, SIZE, PREPROCESS)  # over an old one
   assert sorted(p.name for p in tmp_path.iterdir()) == ['model']
   assert tf.saved_model.load(path).signatures['serving_default'] is not None
 
@@ -156,6 +179,7 @@ def test_empty_batch_of_encoded_images_is_a_clear_error(exported):
     loaded.signatures['serving_default'](image_bytes=tf.constant([], tf.string))
 
 
+@pytest.mark.slow
 def test_command_line_exports_a_mixed_precision_run_in_float32(tmp_path):
   run = tmp_path / 'run'
   run_cli.run('experiments.digits', '--blocks=4x1', '--stem=cifar', '--batch_size=16',
@@ -164,3 +188,34 @@ def test_command_line_exports_a_mixed_precision_run_in_float32(tmp_path):
   run_cli.run('experiments.digits', '--mode=export', '--export_precision=float32',
               f'--model_dir={run}', f'--export_dir={tmp_path / "f32"}', '--show=0')
   assert _tflite(str(tmp_path / 'f32'))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('arg_sc', [resnet_v2.resnet_arg_scope(),
+                                    resnet_v2.bit_arg_scope(groups=4)],
+                         ids=['batch_norm', 'group_norm_ws'])
+def test_serve_images_converts_to_onnx_and_runs_in_onnxruntime(tmp_path, arg_sc):
+  """The README's ONNX path: tf2onnx's command line on the serve_images
+  signature, run in onnxruntime, agrees with the SavedModel, strings too."""
+  onnxruntime = pytest.importorskip('onnxruntime')
+  model = resnet_v2.build_model(resnet_v2.parse_blocks('4x1/2, 8x1'), 5,
+                                input_shape=(SIZE, SIZE, 3), stem='cifar', arg_sc=arg_sc)
+  rng = np.random.default_rng(0)
+  for weight in model.weights:  # Not the initial values: every layer matters.
+    weight.assign(rng.uniform(0.5, 1.5, weight.shape) if 'moving_variance' in weight.path
+                  else rng.normal(0.02, 0.3, weight.shape))
+  path = str(tmp_path / 'export')
+  export.export_saved_model(model, path, SIZE, PREPROCESS, top_k=3,
+                            labels=[f'class_{i}' for i in range(5)])
+  subprocess.run([sys.executable, '-m', 'tf2onnx.convert', '--saved-model', path,
+                  '--signature_def', 'serve_images', '--output', str(tmp_path / 'm.onnx')],
+                 check=True, capture_output=True)
+  session = onnxruntime.InferenceSession(str(tmp_path / 'm.onnx'))
+  images = rng.uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
+  got = dict(zip([o.name for o in session.get_outputs()],
+                 session.run(None, {'images': images})))
+  want = tf.saved_model.load(path).signatures['serve_images'](images=tf.constant(images))
+  np.testing.assert_allclose(got['probabilities'], want['probabilities'], atol=1e-6)
+  np.testing.assert_array_equal(got['class_ids'], want['class_ids'])
+  assert got['classes'].tolist() == want['classes'].numpy().astype(str).tolist()
+  assert got['classes'][0, 0].startswith('class_')

@@ -17,18 +17,17 @@ import pytest
 import tensorflow as tf
 
 from experiments.lib import datasets
+from experiments.lib import errors
 from experiments.lib import train
 from experiments.lib.config import Config
-from experiments.lib.config import ConfigError
 from tests import run_cli
+from tests import tiny_run
 
-TINY = dict(dataset='digits', blocks='4x1/2, 8x1', stem='cifar', batch_size=32,
-            lr_reference_batch=32, warmup_epochs=0, steps_per_loop=5,
-            log_every=5, checkpoint_every=10, seed=1, precision='float32')
+TINY = dict(tiny_run.RUN, precision='float32')
 
 
 def _flags(model_dir, **overrides):
-  return [f'--{k}={v}' for k, v in dict(TINY, model_dir=model_dir, **overrides).items()]
+  return tiny_run.flags(model_dir, **dict(TINY, **overrides))
 
 
 def _listing(path):
@@ -38,6 +37,7 @@ def _listing(path):
 # --- Exports replace only exports ------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('where', ['model_dir', 'parent', 'user_dir'])
 def test_export_never_replaces_what_is_not_an_export(tmp_path, where):
   run_dir = tmp_path / 'run'
@@ -57,6 +57,7 @@ def test_export_never_replaces_what_is_not_an_export(tmp_path, where):
   assert _listing(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_export_replaces_a_previous_export(tmp_path):
   flags = _flags(tmp_path / 'run', train_steps=10, mode='train')
   run_cli.run('experiments.digits', '--show=0', *flags)
@@ -66,9 +67,37 @@ def test_export_replaces_a_previous_export(tmp_path):
   assert sorted(p.name for p in (tmp_path / 'run').iterdir() if 'export' in p.name) == ['export']
 
 
+def _tree(path):
+  """Every file under a path of any TF filesystem."""
+  return sorted(os.path.join(d, f)[len(path):] for d, _, names in tf.io.gfile.walk(path)
+                for f in names)
+
+
+def test_a_remote_run_directory_keeps_everything_there(tmp_path, monkeypatch):
+  """On a filesystem that is not local (TF's ram:// stands in for gs://), the
+  run, its export, the export's reload and a second export that replaces the
+  first all stay under --model_dir, and nothing lands in the working directory."""
+  monkeypatch.chdir(tmp_path)
+  summary = train.run(Config(**TINY, model_dir='ram://run1', train_steps=10, mode='train'))
+  assert summary['export_dir'] == 'ram://run1/export'
+  served = tf.saved_model.load('ram://run1/export').signatures['serve_images']
+  first = served(images=tf.ones([1, 8, 8, 3]))['probabilities'].numpy()
+  assert first.shape == (1, 10)
+  summary = train.run(Config(**TINY, model_dir='ram://run1', train_steps=20, mode='train'))
+  assert summary['resumed_from'] == 'ram://run1/ckpt-10'  # and exported again:
+  served = tf.saved_model.load('ram://run1/export').signatures['serve_images']
+  assert not np.allclose(served(images=tf.ones([1, 8, 8, 3]))['probabilities'], first)
+  files = _tree('ram://run1')
+  assert {'/config.json', '/metrics.jsonl', '/ckpt-10.index', '/export/saved_model.pb',
+          '/ckpt-20.index', '/export/assets/labels.txt'} <= set(files)
+  assert not [f for f in files if '.tmp-' in f or '.old-' in f], files
+  assert os.listdir(tmp_path) == []
+
+
 # --- One run per model_dir ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_second_run_on_a_model_dir_is_refused_and_a_dead_holder_explained(tmp_path):
   flags = ['--show=0', *_flags(tmp_path, train_steps=100000, mode='train')]
   first = run_cli.start('experiments.digits', *flags)
@@ -120,7 +149,7 @@ def test_no_intact_checkpoint_is_a_clear_refusal(tmp_path):
   for data in tmp_path.glob('ckpt-*.data-*'):
     data.write_bytes(b'')
   before = _listing(tmp_path)
-  with pytest.raises(ConfigError, match=r'none of the checkpoints(.|\n)*ckpt-10'):
+  with pytest.raises(errors.RunDirError, match=r'none of the checkpoints(.|\n)*ckpt-10'):
     train.run(Config(**TINY, model_dir=str(tmp_path), train_steps=20, mode='train'))
   assert _listing(tmp_path) == before
 
@@ -141,6 +170,7 @@ def test_resume_under_another_precision(tmp_path):
 # --- Ctrl-C saves, like SIGTERM --------------------------------------------
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_at_the_next_step_boundary(tmp_path):
   process = run_cli.start('experiments.digits', '--show=0',
                           *_flags(tmp_path, train_steps=100000, mode='train'))
@@ -212,6 +242,7 @@ def test_only_regular_files_are_read(tmp_path):
     ('--randaugment_factor=2', '--randaugment_factor must be at most 1, got 2.0'),
     ('--blocks=64x', "--blocks='64x': Block spec '64x': block 1 is '64x'"),
 ])
+@pytest.mark.slow
 def test_bad_flags_are_one_line_errors(tmp_path, flag, message):
   args = ['experiments.digits', *_flags(tmp_path / 'run'), flag]
   if flag.startswith('--depth'):
@@ -226,6 +257,7 @@ def test_bad_flags_are_one_line_errors(tmp_path, flag, message):
     (['--batch_size=33', '--cpu_devices=2'], '--batch_size=33 is not divisible by the 2 replicas'),
     (['--num_gpus=1'], '--num_gpus=1, but TensorFlow sees 0 GPUs'),
 ])
+@pytest.mark.slow
 def test_devices_must_fit_the_flags(tmp_path, flags, message):
   result = run_cli.run('experiments.digits', *_flags(tmp_path), '--strategy=mirrored',
                        *flags, check=False)
@@ -247,6 +279,43 @@ def small_disk(tmp_path):
   os.system(f'umount -l {mount}')
 
 
+def _fill(disk):
+  """Fills a disk to the last byte, with a file that `disk / 'filler'` names."""
+  with open(disk / 'filler', 'wb', buffering=0) as filler:
+    for chunk in (1 << 16, 1 << 12, 1):
+      try:
+        while True:
+          filler.write(b'\0' * chunk)
+      except OSError:  # No space left on device.
+        pass
+
+
+@pytest.mark.slow
+def test_full_disk_while_writing_metrics_keeps_the_checkpoints(small_disk):
+  """The disk fills between checkpoints: the next log line's metrics.jsonl or
+  TensorBoard write fails, and the run stops as for a checkpoint."""
+  run_dir = small_disk / 'run'
+  run_cli.run('experiments.digits', '--show=0',
+              *_flags(run_dir, train_steps=5, checkpoint_every=5, mode='train'))
+  kept = {p.name: p.read_bytes() for p in run_dir.glob('ckpt-5*')}
+  process = run_cli.start('experiments.digits', '--show=0', *_flags(
+      run_dir, train_steps=100000, checkpoint_every=100000, log_every=1,
+      steps_per_loop=1, mode='train'))
+  run_cli.wait_for(process, r'step 8/')
+  _fill(small_disk)
+  output = process.communicate(timeout=120)[0]
+  assert process.returncode == 1 and 'Traceback' not in output, output[-3000:]
+  assert re.search(r'Could not write (.*metrics\.jsonl|the TensorBoard summaries).* \(.*No '
+                   r'space left on device.*\)\. The run stopped; the newest checkpoint kept is '
+                   r'.*ckpt-5\. Make room', output), output[-3000:]
+  assert {p.name: p.read_bytes() for p in run_dir.glob('ckpt-5*')} == kept
+  os.remove(small_disk / 'filler')
+  resumed = run_cli.run('experiments.digits', '--show=0',
+                        *_flags(run_dir, train_steps=10, checkpoint_every=5, mode='train'))
+  assert 'Resumed from' in resumed.stdout and 'step 10/10' in resumed.stdout
+
+
+@pytest.mark.slow
 def test_full_disk_stops_the_run_and_keeps_the_last_checkpoint(small_disk):
   run_dir = small_disk / 'run'
   flags = ['--show=0', *_flags(run_dir, train_steps=100000, mode='train')]

@@ -3,10 +3,14 @@
 import re
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests import ilsvrc_fixture
 from tests import run_cli
+
+# Real processes throughout: not in the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
 
 
 def test_prepare_train_evaluate_export_from_a_tiny_manual_dir(tmp_path):

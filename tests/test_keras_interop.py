@@ -25,7 +25,17 @@ from tests import run_cli
     dict(depth_or_blocks=resnet_v2.parse_blocks('basic 8x1/2, 4x1'), num_classes=3,
          input_shape=(8, 8, 3), stem='cifar', arg_sc=resnet_v2.bit_arg_scope(groups=2),
          drop_path_rate=0.2, width_multiplier=1.5),
+    # The BiT and timm layouts of create_model: zero- and -inf-padded pool1.
+    dict(depth_or_blocks=resnet_v2.parse_blocks('8x1, 16x1/2', stride_unit='first',
+                                                projection='stride'),
+         num_classes=3, input_shape=(32, 32, 3), stem='imagenet_zero_pad',
+         arg_sc=resnet_v2.bit_arg_scope(groups=8, conv_biases=False)),
+    dict(depth_or_blocks=resnet_v2.parse_blocks('8x1, 16x1/2', stride_unit='first',
+                                                projection='first_unit'),
+         num_classes=3, input_shape=(32, 32, 3), stem='imagenet_symmetric',
+         arg_sc=resnet_v2.resnet_arg_scope(conv_biases=False)),
 ])
+@pytest.mark.slow
 def test_keras_file_round_trip_in_a_fresh_process(tmp_path, build):
   model = resnet_v2.build_model(**build)
   for weight in model.weights:  # Non-trivial values everywhere.
@@ -62,6 +72,7 @@ def test_plot_model_names_layers_by_their_slim_paths():
   assert 'resnet_v2/block1/unit_1/bottleneck_v2/conv1 ' in resnet_v2.layer_table(model)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which('dot') is None,
                     reason="Graphviz's dot is not installed (apt install graphviz); .ci/run "
                     'installs it')
@@ -72,6 +83,7 @@ def test_describe_draws_the_network(tmp_path):
   assert 'resnet_v2/block1/unit_1/bottleneck_v2/conv1 ' in output
 
 
+@pytest.mark.slow
 def test_describe_says_what_to_install_for_plots(tmp_path):
   result = subprocess.run(
       [sys.executable, '-m', 'experiments.describe', '--blocks=4x1', '--image_size=16',

@@ -14,6 +14,9 @@ import pytest
 
 from tests import run_cli
 
+# Real processes throughout: not in the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
+
 TRAIN = ['--dataset=digits', '--blocks=4x1/2, 8x1', '--stem=cifar',
          '--batch_size=32', '--lr_reference_batch=32', '--warmup_epochs=0',
          '--sync_batch_norm', '--deterministic', '--seed=1', '--mode=train',
@@ -116,8 +119,8 @@ def test_a_taken_port_fails_fast_with_a_clear_message(tmp_path):
 ])
 def test_a_malformed_tf_config_is_named(tf_config, message):
   from experiments.lib import cluster  # pylint: disable=g-import-not-at-top
-  from experiments.lib.config import ConfigError  # pylint: disable=g-import-not-at-top
-  with pytest.raises(ConfigError, match=message):
+  from experiments.lib.errors import ClusterError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ClusterError, match=message):
     cluster.check_tf_config({'TF_CONFIG': tf_config})
 
 

@@ -4,9 +4,13 @@ import os
 import re
 import textwrap
 
+import pytest
 import tensorflow as tf
 
 from tests import run_cli
+
+# Real processes throughout: not in the quick `-m "not slow"` loop.
+pytestmark = pytest.mark.slow
 
 
 def _readme_example():

@@ -19,13 +19,14 @@ import pytest
 import tensorflow as tf
 
 from experiments.lib import datasets
+from experiments.lib import errors
 from experiments.lib import preprocessing
 from experiments.lib import train
 from experiments.lib.config import Config
-from experiments.lib.config import ConfigError
 from tests import ilsvrc_fixture
 from tests import numpy_resnet
 from tests import run_cli
+from tests import tiny_run
 
 SPEC = [('block1', [(16, 4, 2)]), ('block2', [(32, 8, 1)])]  # = '4x1/2, 8x1'
 SLIM_SCOPE = 'resnet_v2_50'  # as in the published checkpoint's names
@@ -102,6 +103,7 @@ def _reference(weights, jpegs):
   return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
 
 
+@pytest.mark.slow
 def test_evaluate_a_published_checkpoint_with_labels_offset(published, tmp_path):
   root, checkpoint, weights, written = published
   result = run_cli.run(
@@ -126,6 +128,7 @@ def test_evaluate_a_published_checkpoint_with_labels_offset(published, tmp_path)
   assert abs(loss + np.mean(np.log(probabilities[np.arange(6), labels - 1]))) > 1e-3
 
 
+@pytest.mark.slow
 def test_one_command_from_a_slim_checkpoint_to_a_servable(published, tmp_path):
   root, checkpoint, weights, written = published
   run_cli.run(
@@ -156,12 +159,10 @@ def test_one_command_from_a_slim_checkpoint_to_a_servable(published, tmp_path):
 
 # --- A run directory remembers its run ---------------------------------------
 
-TINY = ['--dataset=digits', '--blocks=4x1/2, 8x1', '--stem=cifar', '--batch_size=32',
-        '--lr_reference_batch=32', '--warmup_epochs=0', '--steps_per_loop=5',
-        '--log_every=5', '--checkpoint_every=10', '--seed=1', '--precision=float32',
-        '--show=0']
+TINY = tiny_run.flags(precision='float32') + ['--show=0']
 
 
+@pytest.mark.slow
 def test_a_run_directory_remembers_its_run(tmp_path):
   run_cli.run('experiments.digits', *TINY, f'--model_dir={tmp_path}', '--train_steps=10',
               '--mode=train')
@@ -197,7 +198,7 @@ def test_a_checkpoint_of_another_network_lists_what_differs(tmp_path):
                 seed=1, precision='float32', mode='train', model_dir=str(tmp_path))
   train.run(Config(blocks='4x1/2, 8x1', train_steps=10, **common))
   (tmp_path / 'config.json').unlink()  # as in a directory made by hand
-  with pytest.raises(ConfigError) as error:
+  with pytest.raises(errors.RunDirError) as error:
     train.run(Config(blocks='4x1/2, 16x1', train_steps=20, **common))
   message = str(error.value)
   assert 'none of the checkpoints restores' in message and 'ckpt-10' in message
@@ -209,10 +210,11 @@ def test_a_checkpoint_of_another_network_lists_what_differs(tmp_path):
 def test_saved_config_round_trips_on_a_non_local_filesystem():
   """config.json goes through tf.io.gfile, as a gs:// run directory needs
   (TF's in-memory ram:// filesystem stands in for a bucket here)."""
-  from experiments.lib import config as config_lib  # pylint: disable=g-import-not-at-top
+  from experiments.lib import saved_config  # pylint: disable=g-import-not-at-top
   config = Config(dataset='digits', blocks='4x1/2, 8x1', stem='cifar',
                   lr_boundary_steps=(10, 20), model_dir='ram://run')
-  config_lib.save(config, 'ram://run')
-  saved = config_lib.load_saved('ram://run')
+  saved_config.save(config, 'ram://run')
+  saved = json.loads(tf.io.gfile.GFile('ram://run/config.json').read())
   assert saved['blocks'] == '4x1/2, 8x1' and saved['lr_boundary_steps'] == [10, 20]
-  assert config_lib.load_saved('ram://elsewhere') is None
+  assert saved_config.load('ram://run')['network'] == '4x1/2, 8x1'
+  assert saved_config.load('ram://elsewhere') is None

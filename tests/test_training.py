@@ -12,17 +12,17 @@ import tensorflow as tf
 import resnet_v2
 from experiments.lib import cluster
 from experiments.lib import datasets
+from experiments.lib import errors
 from experiments.lib import network
 from experiments.lib import optimization
 from experiments.lib import steps
 from experiments.lib import train
 from experiments.lib.config import Config
-from experiments.lib.config import ConfigError
+from experiments.lib.errors import FlagError
 from tests import run_cli
+from tests import tiny_run
 
-TINY = dict(dataset='digits', blocks='4x1/2, 8x1', stem='cifar', batch_size=32,
-            lr_reference_batch=32, warmup_epochs=0, steps_per_loop=5,
-            log_every=5, checkpoint_every=10, seed=1)
+TINY = tiny_run.RUN
 
 
 def _checkpointed(model_dir):
@@ -35,13 +35,12 @@ def _checkpointed(model_dir):
 
 
 def _flags(model_dir, **overrides):
-  values = dict(TINY, model_dir=model_dir, **overrides)
-  return [f'--{k}={v}' for k, v in values.items()]
+  return tiny_run.flags(model_dir, **overrides)
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
   config = Config(**TINY, model_dir=str(tmp_path), train_steps=30, fail_at_step=17)
-  with pytest.raises(train.NonFiniteLossError,
+  with pytest.raises(errors.NonFiniteLossError,
                      match=r'The loss became nan at step 17(.|\n)*ckpt-10'):
     train.run(config)
   assert tf.train.latest_checkpoint(str(tmp_path)).endswith('ckpt-10')
@@ -49,7 +48,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
 
 
 def test_eval_and_export_need_a_checkpoint(tmp_path):
-  with pytest.raises(ConfigError, match='--mode=eval needs a checkpoint'):
+  with pytest.raises(errors.RunDirError, match='--mode=eval needs a checkpoint'):
     train.run(Config(**TINY, model_dir=str(tmp_path), mode='eval'))
 
 
@@ -65,10 +64,11 @@ def test_eval_and_export_need_a_checkpoint(tmp_path):
     (dict(normalization='layer_norm'), 'choose one of batch_norm, group_norm'),
 ])
 def test_bad_configs(changes, message):
-  with pytest.raises(ConfigError, match=message):
+  with pytest.raises(FlagError, match=message):
     Config(**dict(TINY, **changes)).check()
 
 
+@pytest.mark.slow
 def test_missing_imagenet_says_where_and_how(tmp_path):
   with pytest.raises(datasets.DataError) as error:
     datasets.load_source('imagenet2012', data_dir=str(tmp_path))
@@ -94,6 +94,7 @@ def test_learning_rate_schedules():
       0.01, 0.01, 0.1, 0.1, 0.01, 0.001]
 
 
+@pytest.mark.slow
 def test_embedded_default_reaches_its_accuracy_bar(tmp_path):
   """The README's main job: digits to >= 97% held out, exported and reloaded."""
   result = run_cli.run('experiments.digits', f'--model_dir={tmp_path}')
@@ -108,6 +109,7 @@ def test_embedded_default_reaches_its_accuracy_bar(tmp_path):
   assert os.path.getsize(tmp_path / 'metrics.png') > 10_000
 
 
+@pytest.mark.slow
 def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
   """SIGKILL loses only the steps since the last checkpoint; SIGTERM saves and
   exits cleanly; with --deterministic the resumed run ends bit-identical."""
@@ -140,6 +142,7 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path):
     np.testing.assert_array_equal(whole[name], resumed[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_regularisers_resume_bit_identically(tmp_path):
   """EMA and stochastic depth are checkpointed, RandAugment, MixUp and CutMix
   are functions of the stream position: 10 steps, then 10 more after a
@@ -170,6 +173,7 @@ def _losses(model_dir):
           if r['split'] == 'train']
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_devices_matches_one_device(tmp_path):
   """Same global batch, BatchNorm synced over replicas: the same trajectory.
 
@@ -228,14 +232,15 @@ def test_stand_ins_for_corrupt_images_do_not_train():
   config = Config(**dict(TINY, weight_decay=0.0, precision='float32'),
                   model_dir='unused')
   strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  placement = cluster.Placement(strategy, None, True, 'unused', 'float32', False)
   with strategy.scope():
-    model = network.build(config, 10, 8)
-    optimizer = optimization.make_optimizer(config, 0.1, model)
+    model = network.build(network.resolve(config), config, 'float32', 10, 8)
+    optimizer = optimization.make_optimizer(config, 'float32', 0.1, model)
   batch = (tf.random.normal([32, 8, 8, 3]), tf.zeros([32], tf.int32),
            tf.zeros([32]), tf.ones([32], tf.int32))
   dataset = strategy.experimental_distribute_dataset(
       tf.data.Dataset.from_tensors(batch).repeat())
-  loop = steps.make_multi_step(config, strategy, model, optimizer, 10)
+  loop = steps.make_multi_step(config, placement, model, optimizer, 10)
   before = [w.numpy() for w in model.trainable_weights]
   losses, correct, skipped = loop(iter(dataset), tf.constant(2))
   assert losses.numpy().tolist() == [0.0, 0.0]
@@ -244,6 +249,7 @@ def test_stand_ins_for_corrupt_images_do_not_train():
     np.testing.assert_array_equal(old, weight.numpy())
 
 
+@pytest.mark.slow
 def test_cifar_script_builds_the_papers_network_and_trains(tmp_path):
   blocks = resnet_v2.cifar_blocks(164)
   assert [(b.scope, len(b.args), b.args[0]['depth_bottleneck'], b.args[-1]['stride'])
@@ -265,6 +271,7 @@ def test_cifar_script_builds_the_papers_network_and_trains(tmp_path):
   assert done['step'] == 4 and isinstance(done['eval']['top1'], float)
 
 
+@pytest.mark.slow
 def test_tf_log_level_brings_back_tensorflow_lines(tmp_path):
   output = run_cli.run('experiments.digits', '--blocks=4x1', '--stem=cifar',
                        '--batch_size=16', '--train_steps=2', '--steps_per_loop=2',
@@ -274,6 +281,7 @@ def test_tf_log_level_brings_back_tensorflow_lines(tmp_path):
   assert 'cpu_feature_guard' in output  # and its C++ ones
 
 
+@pytest.mark.slow
 def test_synthetic_data_is_learnable(tmp_path):
   """Train and eval accuracy rise together on --dataset=synthetic (10 classes)."""
   output = run_cli.run(
@@ -287,6 +295,7 @@ def test_synthetic_data_is_learnable(tmp_path):
   assert train_top1[0] < train_top1[-1]
 
 
+@pytest.mark.slow
 def test_help_lists_the_projects_flags_by_group():
   output = run_cli.run('experiments.digits', '--help').stdout
   headers = [line for line in output.splitlines() if line.endswith(':') and not line.startswith(' ')]

@@ -2,9 +2,12 @@
 
 Data flows one way: `config` (the settings, their flags and checks) -> `cli`
 (absl flags <-> Config) -> `train` (the run and its loop), which uses
-`cluster` (devices, strategy, chief), `datasets` -> `input_pipeline` ->
-`preprocessing` (examples), `network` (the model, from resnet_v2),
-`optimization` (length, schedule, optimizer), `steps` (the compiled
-functions), `reporting` (logs, summaries, metrics.jsonl) and `export` (the
-SavedModel).
+`network` (what --network means, the model, from resnet_v2), `cluster`
+(where this process runs: the `Placement`), `datasets` -> `input_pipeline`
+(with `seeds`) -> `preprocessing` (examples), `optimization` (length,
+schedule, optimizer), `steps` (the compiled functions), `reporting` (logs,
+summaries, metrics.jsonl), `linear_eval` (few-shot probes) and `export` (the
+SavedModel). `saved_config` and `run_dir` keep the run directory, `files`
+writes every file of a run, and `errors` holds the mistakes a user can fix.
+`hyperrule` is BiT-HyperRule's choices, for the fine-tuning recipe.
 """

@@ -3,41 +3,16 @@
 Keras's augmentation layers draw their randomness from a `SeedGenerator`, a
 variable that in a tf.data pipeline starts afresh with every process, so a
 resumed run would augment differently from an uninterrupted one. Here each
-draw comes from a `StatelessSeed` made of the run's seed and the position in
-the input stream (an example's index for RandAugment, a batch's for the
-mixing), so augmentation is a pure function of that position, as the rest of
-the stream is (see input_pipeline), and `--deterministic` resumes stay
-bit-identical. (Keras's own `seed=` arguments take only Python ints, and
-RandAugment ignores them.)
+draw comes from a seed of the run and the position in the input stream (an
+example's for RandAugment, a batch's for the mixing; `seeds.use_seed`), so
+augmentation is a pure function of that position, as the rest of the stream
+is (see input_pipeline), and `--deterministic` resumes stay bit-identical.
 """
 
 import keras
 import tensorflow as tf
 
-
-class StatelessSeed(keras.random.SeedGenerator):
-  """A seed generator without state: the i-th seed is a function of (seed, i).
-
-  Keras's random functions call `next()` on a generator for each draw; this
-  one derives the draws from a seed tensor, counting them while the graph is
-  traced.
-  """
-
-  def __init__(self, seed):  # pylint: disable=super-init-not-called
-    # No variable: nothing of SeedGenerator's own state is made.
-    self._seed = tf.cast(seed, tf.int64)
-    self._draws = 0
-
-  def next(self, ordered=True):
-    del ordered
-    self._draws += 1
-    return tf.stack([self._seed[0], self._seed[1] * 1009 + self._draws])
-
-
-def _use_seed(layer, seed):
-  # The layers read `generator` when they draw; set outside Keras's
-  # attribute tracking, which would keep every traced one.
-  object.__setattr__(layer, 'generator', StatelessSeed(seed))
+from experiments.lib import seeds
 
 
 def example_augmenter(num_ops, factor):
@@ -56,7 +31,7 @@ def example_augmenter(num_ops, factor):
                                    factor=factor)
 
   def augment(image, seed):
-    _use_seed(layer, seed)
+    seeds.use_seed(layer, seed)
     return tf.clip_by_value(layer(image, training=True), -1.0, 1.0)
 
   return augment
@@ -85,7 +60,7 @@ def batch_mixer(mixup_alpha, cutmix_alpha, num_classes):
     return None
 
   def mix_with(layer, images, labels, seed):
-    _use_seed(layer, seed)
+    seeds.use_seed(layer, seed)
     transformation = layer.get_random_transformation(images, training=True)
     return (tf.cast(layer.transform_images(images, transformation), tf.float32),
             tf.cast(layer.transform_labels(labels, transformation), tf.float32))
@@ -94,7 +69,7 @@ def batch_mixer(mixup_alpha, cutmix_alpha, num_classes):
     labels = tf.one_hot(labels, num_classes)
     if len(mixers) == 1:
       return mix_with(mixers[0], images, labels, seed)
-    coin = tf.random.stateless_uniform([], tf.stack([seed[0], -seed[1] - 1]))
+    coin = tf.random.stateless_uniform([], seeds.seed(seeds.MIX_CHOICE, seed))
     return tf.cond(coin < 0.5,
                    lambda: mix_with(mixers[0], images, labels, seed),
                    lambda: mix_with(mixers[1], images, labels, seed))

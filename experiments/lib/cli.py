@@ -23,18 +23,15 @@ from absl import flags
 from absl import logging
 
 from experiments.lib import config as config_lib
+from experiments.lib import errors
+from experiments.lib import network as network_lib
+from experiments.lib import saved_config
 from experiments.lib.config import Config
-from experiments.lib.config import ConfigError
 
 FLAGS = flags.FLAGS
 
-# A flag given on the command line replaces the recipe's default for its
-# alternatives: --blocks for --depth, --train_steps for --train_epochs.
-_ALTERNATIVES = tuple(
-    (given, replaced)
-    for group in (('depth', 'blocks', 'network'),
-                  ('train_steps', 'train_epochs'))
-    for given in group for replaced in group if replaced != given)
+# The flags that spell the `network` field, --network among them.
+_NETWORK_FLAGS = ('depth', 'blocks', 'network')
 
 
 def _group(group):
@@ -66,7 +63,9 @@ def define_flags(defaults):
     kind, spellings = types[name], field.metadata['spellings']
     common = dict(help=field.metadata['help'],
                   module_name=_group(field.metadata['group']))
-    if spellings:
+    if name == 'network':
+      _define_network_flags(value, common['module_name'])
+    elif spellings:
       word = next(w for w, v in spellings.items() if v == value)
       flags.DEFINE_enum(name, word, list(spellings), **common)
     elif kind is bool:
@@ -82,6 +81,43 @@ def define_flags(defaults):
                         **common)
 
 
+def _define_network_flags(default, module_name):
+  """--depth, --blocks and --network: three spellings of one field.
+
+  The recipe's network is the default of the flag that spells it.
+  """
+  spelled, value = network_lib.spelling(default) if default else (None, None)
+  help_text = next(f.metadata['help'] for f in dataclasses.fields(Config)
+                   if f.name == 'network')
+  flags.DEFINE_integer(
+      'depth', value if spelled == 'depth' else None,
+      'The network as a registered ResNet v2 depth (18, 34, 50, 101, 152, '
+      "200, ...), or 9n+2 with --stem=cifar (the paper's CIFAR nets, e.g. "
+      '164 or 1001). One of --depth, --blocks and --network.',
+      module_name=module_name)
+  flags.DEFINE_string(
+      'blocks', value if spelled == 'blocks' else None,
+      "The network as a block spec, e.g. '16x2/2, 32x2/2, 64x2' "
+      "(BASExUNITS/STRIDE per block of bottleneck units; 'basic 64x2/2' for "
+      'basic units); parsed without eval.', module_name=module_name)
+  flags.DEFINE_string(
+      'network', value if spelled == 'network' else None,
+      help_text, module_name=module_name)
+
+
+def _network(given):
+  """The network text of the parsed flags: the given spelling, or the
+  recipe's default (None if neither)."""
+  named = [flag for flag in _NETWORK_FLAGS if flag in given]
+  if len(named) > 1:
+    raise errors.FlagError('Give exactly one of --depth, --blocks and '
+                           '--network.')
+  for flag in named or _NETWORK_FLAGS:
+    if FLAGS[flag].value is not None:
+      return str(FLAGS[flag].value)
+  return None
+
+
 def config_from_flags():
   """Returns the `Config` given by the parsed flags.
 
@@ -89,12 +125,19 @@ def config_from_flags():
   not given takes the saved value instead of the recipe's default.
 
   Raises:
-    ConfigError: For a value that does not parse or does not pass
-      `Config.check`.
+    errors.UserError: For a value that does not parse or does not pass
+      `Config.check`, or a run directory whose config.json is unreadable.
   """
   types = config_lib.field_types()
+  network_flags = {name for name in _NETWORK_FLAGS if FLAGS[name].present}
+  given = {f.name for f in dataclasses.fields(Config)
+           if f.name != 'network' and FLAGS[f.name].present}
+  given |= {'network'} if network_flags else set()
   values = {}
   for field in dataclasses.fields(Config):
+    if field.name == 'network':
+      values['network'] = _network(network_flags)
+      continue
     value, spellings = FLAGS[field.name].value, field.metadata['spellings']
     if spellings:
       value = spellings[value]
@@ -103,18 +146,37 @@ def config_from_flags():
       try:
         value = tuple(element(v) for v in value)
       except ValueError:
-        raise ConfigError(
+        raise errors.FlagError(
             f'--{field.name}={",".join(value)}: expected a comma-separated '
             f'list of {element.__name__} values.') from None
     values[field.name] = value
-  given = {f.name for f in dataclasses.fields(Config) if FLAGS[f.name].present}
-  saved = config_lib.load_saved(values['model_dir'])
+  saved = saved_config.load(values['model_dir'])
   if saved is not None:
-    values = config_lib.merge_saved(values, given, saved, values['model_dir'])
-  for alternative, replaced in _ALTERNATIVES:
-    if alternative in given and replaced not in given:
-      values[replaced] = None
+    values = saved_config.merge(values, given, saved, values['model_dir'])
+  # A pretrained network given by name brings its own stem and normalization
+  # instead of the recipe's.
+  if 'network' in given and network_lib.kind(values['network']) == 'name':
+    for name in ('stem', 'normalization'):
+      if name not in given:
+        values[name] = None
+  # A given length replaces the recipe's (or the saved) other kind of length.
+  for length, other in (('train_steps', 'train_epochs'),
+                        ('train_epochs', 'train_steps')):
+    if length in given and other not in given:
+      values[other] = None
   return Config(**values)
+
+
+def explicit_fields():
+  """The fields set on the command line or remembered by --model_dir's
+  config.json: what a recipe that picks values for its data leaves alone."""
+  given = {f.name for f in dataclasses.fields(Config)
+           if f.name != 'network' and FLAGS[f.name].present}
+  saved = saved_config.load(FLAGS['model_dir'].value) or {}
+  return given | set(saved)
+
+
+flag_text = config_lib.flag_text
 
 
 def _element_type(kind):
@@ -131,24 +193,22 @@ def run(config):
   """
   # Imported here, after the flags are checked, so that a bad flag is
   # reported without waiting for TensorFlow to start.
-  from experiments.lib import datasets  # pylint: disable=g-import-not-at-top
-  from experiments.lib import run_dir  # pylint: disable=g-import-not-at-top
   from experiments.lib import train  # pylint: disable=g-import-not-at-top
   try:
     summary = train.run(config)
-  except (ConfigError, datasets.DataError, train.NonFiniteLossError,
-          run_dir.CheckpointWriteError) as e:
+  except errors.UserError as e:
     _exit_with(e)
   except KeyboardInterrupt:  # Ctrl-C outside the training loop.
     logging.error('Interrupted by Ctrl-C; checkpoints are saved only from '
                   'inside the training loop.')
     sys.exit(128 + signal.SIGINT)
   logging.info('Done: %s', json.dumps(
-      {k: v for k, v in summary.items() if v is not None}, default=_plain))
+      {k: v for k, v in summary.items() if v is not None},
+      default=_json_number))
   return summary
 
 
-def _plain(value):
+def _json_number(value):
   """NumPy scalars as plain numbers in the final summary."""
   return value.item() if hasattr(value, 'item') else str(value)
 
@@ -158,12 +218,17 @@ def _exit_with(error):
   sys.exit(f'error: {error}')
 
 
+def user_errors(fn, *args):
+  """fn(*args), or a clean exit with the message of a mistake a user made."""
+  try:
+    return fn(*args)
+  except errors.UserError as e:
+    _exit_with(e)
+
+
 def parsed_config():
   """The `Config` of the parsed flags, or a clean exit naming the bad flag."""
-  try:
-    return config_from_flags()
-  except ConfigError as e:
-    _exit_with(e)
+  return user_errors(config_from_flags)
 
 
 def main(argv):
@@ -191,7 +256,8 @@ def help_text(doc, script_flags=()):
   lines = [doc.strip(), '']
   groups = {group: [] for group in config_lib.GROUPS}
   for field in dataclasses.fields(Config):
-    groups[field.metadata['group']].append(field.name)
+    names = _NETWORK_FLAGS if field.name == 'network' else [field.name]
+    groups[field.metadata['group']].extend(names)
   groups[config_lib.OUTPUT].append('tf_log_level')
   groups['this script'] = list(script_flags)
   for group, names in groups.items():
@@ -199,20 +265,10 @@ def help_text(doc, script_flags=()):
       lines.append(f'{group}:')
     for name in names:
       flag = FLAGS[name]
-      lines += [f'  --{name}  (default: {_shown(flag.default)})',
+      lines += [f'  --{name}  (default: {config_lib.flag_text(flag.default)})',
                 wrap(flag.help), '']
   lines.append('absl, logging and TensorFlow flags: --helpfull')
   return '\n'.join(lines)
-
-
-def _shown(default):
-  if default is None:
-    return 'none'
-  if isinstance(default, bool):
-    return str(default).lower()
-  if isinstance(default, (list, tuple)):
-    return ','.join(str(v) for v in default)
-  return str(default)
 
 
 def run_main(doc, main_fn=main, script_flags=()):

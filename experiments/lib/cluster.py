@@ -1,13 +1,11 @@
 """Where this process runs: devices, precision, strategy, chief, and start-up.
 
-- Devices and speed settings: `configure_devices` (before any TensorFlow
-  work), `resolve_auto_settings` (--precision=auto and --jit_compile=auto
-  for this hardware) and `cpu_flags`.
-- The strategy: `start_strategy` makes the tf.distribute strategy named by
-  --strategy and waits, within a deadline, for the whole cluster.
-- Roles: `is_chief` (the one worker that writes to model_dir),
-  `scratch_dir` (where the others save), and `make_agree`, the collective
-  with which all workers decide together (e.g. to stop on SIGTERM).
+`start(config)` returns the run's `Placement`: the tf.distribute strategy
+named by --strategy (once the whole cluster is up), the collective with which
+all workers decide together (e.g. to stop on SIGTERM), whether this worker
+is the chief (the one that writes to model_dir) and where it writes, and
+--precision and --jit_compile resolved for this hardware ('auto'). The
+config keeps what the user asked, so each machine resolves 'auto' for itself.
 
 MultiWorkerMirroredStrategy blocks until every worker of the cluster has
 connected; with a wrong TF_CONFIG or a dead peer it would wait for hours.
@@ -17,6 +15,7 @@ starts, and `StartupWatchdog` ends the process with a clear message if the
 cluster is not up within a deadline.
 """
 
+import dataclasses
 import glob
 import json
 import os
@@ -25,11 +24,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
 
-from experiments.lib.config import ConfigError
+from experiments.lib.errors import ClusterError
 
 
 def check_tf_config(environ=os.environ):
@@ -43,7 +43,7 @@ def check_tf_config(environ=os.environ):
     (e.g. under Slurm).
 
   Raises:
-    ConfigError: Naming what is wrong and what a valid TF_CONFIG looks like.
+    ClusterError: Naming what is wrong and what a valid TF_CONFIG looks like.
   """
   text = environ.get('TF_CONFIG')
   if not text:
@@ -55,19 +55,21 @@ def check_tf_config(environ=os.environ):
     cluster, task = spec['cluster'], spec['task']
     task_type, index = task['type'], int(task['index'])
   except (ValueError, KeyError, TypeError) as e:
-    raise ConfigError(f'TF_CONFIG is not valid ({e}): {text!r}; {example}.') from e
+    raise ClusterError(
+        f'TF_CONFIG is not valid ({e}): {text!r}; {example}.') from e
   addresses = cluster.get(task_type)
   if not isinstance(addresses, list) or not 0 <= index < len(addresses):
-    raise ConfigError(f'TF_CONFIG task {task_type}:{index} is not in its cluster '
-                      f'{cluster}; {example}.')
+    raise ClusterError(f'TF_CONFIG task {task_type}:{index} is not in its '
+                       f'cluster {cluster}; {example}.')
   host, _, port = addresses[index].rpartition(':')
   if not port.isdigit():
-    raise ConfigError(f'TF_CONFIG address {addresses[index]!r} has no port; {example}.')
+    raise ClusterError(
+        f'TF_CONFIG address {addresses[index]!r} has no port; {example}.')
   with socket.socket() as probe:
     try:
       probe.bind((host or '0.0.0.0', int(port)))
     except OSError as e:
-      raise ConfigError(
+      raise ClusterError(
           f'This worker ({task_type}:{index}) cannot listen on '
           f'{addresses[index]} from TF_CONFIG: {e.strerror}. Is the port taken '
           'by another process, or the address not this host?') from e
@@ -187,7 +189,7 @@ def _make_strategy(config):
   if config.strategy == 'mirrored':
     gpus = tf.config.list_logical_devices('GPU')
     if config.num_gpus > len(gpus):
-      raise ConfigError(f'--num_gpus={config.num_gpus}, but TensorFlow sees '
+      raise ClusterError(f'--num_gpus={config.num_gpus}, but TensorFlow sees '
                         f'{len(gpus)} GPUs on this machine.')
     if gpus:
       devices = [d.name for d in gpus[:config.num_gpus or len(gpus)]]
@@ -206,26 +208,60 @@ def _make_strategy(config):
   try:
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=config.tpu)
   except (ValueError, tf.errors.OpError) as e:
-    raise ConfigError(f'--tpu={config.tpu!r}: no such TPU is reachable ({e}). '
+    raise ClusterError(f'--tpu={config.tpu!r}: no such TPU is reachable ({e}). '
                       "Use the TPU's name, or 'local' on a TPU VM.") from None
   tf.config.experimental_connect_to_cluster(resolver)
   tf.tpu.experimental.initialize_tpu_system(resolver)
   return tf.distribute.TPUStrategy(resolver)
 
 
-def start_strategy(config):
-  """Makes the strategy and waits until every worker has joined.
+@dataclasses.dataclass(frozen=True)
+class Placement:
+  """Where and how this process runs its part of a run.
+
+  Attributes:
+    strategy: The tf.distribute strategy.
+    agree: agree(flag) -> True if any worker's flag is set (a collective).
+    chief: True for the one worker that writes checkpoints, summaries,
+      metrics and exports to model_dir.
+    write_dir: Where this worker saves: model_dir for the chief, a private
+      scratch directory for the others (`close` removes it).
+    precision: --precision resolved for this machine.
+    jit_compile: --jit_compile resolved for this machine.
+  """
+  strategy: tf.distribute.Strategy
+  agree: Callable[[Any], Any]
+  chief: bool
+  write_dir: str
+  precision: str
+  jit_compile: bool
+
+  @property
+  def replicas(self):
+    return self.strategy.num_replicas_in_sync
+
+  def close(self):
+    """Removes a non-chief's scratch directory, with what it saved there."""
+    if not self.chief:
+      remove_scratch_dir(self.write_dir)
+
+
+def start(config):
+  """Sets up this process's devices and strategy; waits for every worker.
 
   A multi-worker TF_CONFIG is checked first, and the start-up runs under a
   `StartupWatchdog` of --startup_timeout; the first agreement is a
-  collective, so it returns only once the whole cluster is there.
+  collective, so this returns only once the whole cluster is there.
 
   Returns:
-    (strategy, agree), with `agree` from `make_agree`.
+    The `Placement`.
 
   Raises:
-    ConfigError: For a malformed TF_CONFIG.
+    ClusterError: For a malformed TF_CONFIG, missing GPUs or TPU, or a batch
+      that does not divide over the replicas.
   """
+  configure_devices(config)
+  precision, jit_compile = resolve_auto_settings(config)
   multi_worker = config.strategy == 'multi_worker'
   if multi_worker:
     check_tf_config()
@@ -234,12 +270,18 @@ def start_strategy(config):
     strategy = _make_strategy(config)
     agree = make_agree(strategy)
     agree(tf.constant(False))
-  replicas = strategy.num_replicas_in_sync
-  if config.batch_size % replicas:
-    raise ConfigError(f'--batch_size={config.batch_size} is not divisible by '
-                      f'the {replicas} replicas: each replica takes an equal '
-                      f'share of the global batch. Use a multiple of {replicas}.')
-  return strategy, agree
+  parts = strategy.num_replicas_in_sync * config.batch_split
+  if config.batch_size % parts:
+    split = (f' in --batch_split={config.batch_split} parts each'
+             if config.batch_split > 1 else '')
+    raise ClusterError(
+        f'--batch_size={config.batch_size} is not divisible by the '
+        f'{strategy.num_replicas_in_sync} replicas{split}: each replica takes '
+        f'an equal share of the global batch. Use a multiple of {parts}.')
+  chief = is_chief(strategy)
+  return Placement(strategy, agree, chief,
+                   config.model_dir if chief else scratch_dir(strategy),
+                   precision, jit_compile)
 
 
 def make_agree(strategy):

@@ -5,25 +5,19 @@ help text, its flag group and, where they apply, its allowed choices and
 bounds (`dataclasses.field` metadata); `cli.py` derives one absl flag per
 field from that. A `Config` checks itself when it is made, so an unusable
 one never exists: the flags of a script, a test or a notebook are all
-checked here and only here, before TensorFlow does any work.
-
-A run directory remembers its run: the first training run saves its
-configuration as `config.json` there (`save`), and a later command on that
-directory takes every remembered field it does not set from it
-(`merge_saved`), refusing to change the fields fixed for life.
+checked here, before TensorFlow does any work. What a run directory
+remembers of its config is `saved_config`'s; what a network text means is
+`network`'s.
 """
 
 import dataclasses
-import importlib
-import inspect
-import json
-import os
-import sys
 import typing
 from typing import Optional, Sequence
 
 import resnet_v2
-import tensorflow as tf
+
+from experiments.lib import network as network_lib
+from experiments.lib.errors import FlagError
 
 # Flag groups, in the order --helpfull shows them.
 NETWORK = 'network'
@@ -32,10 +26,6 @@ OPTIMISATION = 'optimisation'
 DISTRIBUTION = 'distribution and speed'
 OUTPUT = 'run and output'
 GROUPS = (NETWORK, DATA, OPTIMISATION, DISTRIBUTION, OUTPUT)
-
-
-class ConfigError(ValueError):
-  """A configuration that cannot run; the message says what to change."""
 
 
 def _field(default, group, help_text, choices=None, minimum=None, maximum=None,
@@ -64,36 +54,33 @@ def _field(default, group, help_text, choices=None, minimum=None, maximum=None,
       'fixed': fixed, 'remembered': remembered})
 
 
-def _depth_help():
-  depths = ', '.join(str(d) for d in resnet_v2.registered_depths())
-  return (f'A registered ResNet v2 depth ({depths}), or 9n+2 with '
-          '--stem=cifar (the paper\'s CIFAR nets, e.g. 164 or 1001).')
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
   """One experiment. The metadata of each field is its flag's description."""
   # Network.
-  depth: Optional[int] = _field(None, NETWORK, _depth_help(), fixed=True)
-  blocks: Optional[str] = _field(
-      None, NETWORK, "A custom block spec as text, e.g. '16x2/2, 32x2/2, 64x2' "
-      "(BASExUNITS/STRIDE per block of bottleneck units; 'basic 64x2/2' for "
-      'basic units); parsed without eval.', fixed=True)
   network: Optional[str] = _field(
-      None, NETWORK, "A network defined in Python, 'module:function' "
-      '(importable from the working directory or PYTHONPATH): a function of '
-      'no arguments that returns a list of resnet_v2 Blocks, or a slim-style '
-      'network function fn(inputs, num_classes, is_training=None, scope=None) '
-      '-> (net, end_points) applied after the stem. Instead of --depth and '
-      '--blocks.', fixed=True)
-  stem: str = _field(
-      'imagenet', NETWORK, "What comes before the blocks. imagenet: slim's "
-      '7x7/2 conv1 + 3x3/2 pool1; cifar: one 3x3 conv at full resolution; '
-      'none: nothing.', choices=resnet_v2.STEMS, fixed=True)
-  normalization: str = _field(
-      'batch_norm', NETWORK, "batch_norm (slim's), or group_norm: GroupNorm "
-      'and Weight-Standardized convolutions everywhere, the form of Big '
-      'Transfer (BiT), which does not depend on the per-replica batch.',
+      None, NETWORK, 'The network: --depth=N (a registered ResNet v2 depth, '
+      'or 9n+2 with --stem=cifar, the paper\'s CIFAR nets), --blocks=SPEC (a '
+      "block spec as text, e.g. '16x2/2, 32x2/2, 64x2'; 'basic 64x2/2' for "
+      'basic units; parsed without eval), a pretrained network by name '
+      '(resnet_v2.list_models(): resnet_v2_50, keras_resnet50v2, bit_r50x1, '
+      "timm_resnetv2_50, ...), or 'module:function' (importable from the "
+      'working directory or PYTHONPATH): a function of no arguments that '
+      'returns resnet_v2 Blocks, or a slim-style network function fn(inputs, '
+      'num_classes, is_training=None, scope=None) -> (net, end_points) '
+      'applied after the stem.', fixed=True)
+  stem: Optional[str] = _field(
+      None, NETWORK, "What comes before the blocks (default: the network's "
+      "own; imagenet for a depth or blocks). imagenet: slim's 7x7/2 conv1 + "
+      '3x3/2 pool1; imagenet_zero_pad, imagenet_symmetric: the same with '
+      'pool1 padded as Keras applications and BiT, or as PyTorch, pad it; '
+      'cifar: one 3x3 conv at full resolution; none: nothing.',
+      choices=tuple(resnet_v2.STEMS), fixed=True)
+  normalization: Optional[str] = _field(
+      None, NETWORK, "batch_norm (slim's), or group_norm: GroupNorm and "
+      'Weight-Standardized convolutions everywhere, the form of Big Transfer '
+      "(BiT), which does not depend on the per-replica batch (default: the "
+      "network's own; batch_norm for a depth or blocks).",
       choices=('batch_norm', 'group_norm'), fixed=True)
   group_norm_groups: int = _field(
       32, NETWORK, 'Groups of --normalization=group_norm; must divide every '
@@ -109,8 +96,11 @@ class Config:
       False, NETWORK, 'BatchNorm statistics over all replicas instead of per '
       'replica.')
   init_checkpoint: Optional[str] = _field(
-      None, NETWORK, 'Initialize from a tf-slim checkpoint or one of ours (when '
-      'model_dir has none).', remembered=False)
+      None, NETWORK, 'Initialize from weights (when model_dir has no '
+      'checkpoint of its own): a tf-slim checkpoint, a run directory or '
+      'checkpoint of ours, or for a pretrained --network its weight file '
+      '(Keras .h5, BiT .npz, timm .safetensors), recognized by content.',
+      remembered=False)
   init_skip_logits: bool = _field(
       False, NETWORK, 'Do not load the logits from --init_checkpoint (another '
       'class count).', remembered=False)
@@ -119,6 +109,14 @@ class Config:
       "e.g. 'resnet_v2_50' to initialize a --blocks network (scope "
       "'resnet_v2') from it (default: the network's own scope).",
       remembered=False)
+  trainable: str = _field(
+      'all', NETWORK, 'What trains. all: every weight; head: only the logits '
+      '(a linear probe: the rest frozen, BatchNorm in inference mode); '
+      'last_block: the last block, postnorm and the logits.',
+      choices=('all', 'head', 'last_block'), fixed=True)
+  zero_head: bool = _field(
+      False, NETWORK, 'Start the logits at zero, not from --init_checkpoint '
+      "or the initializer: a new task's head, as BiT fine-tunes.")
   # Data.
   dataset: str = _field(
       'digits', DATA, "imagenet2012, cifar10, cifar100 (TFDS), digits "
@@ -137,19 +135,43 @@ class Config:
   image_size: Optional[int] = _field(
       None, DATA, "Training and eval image size (default: the data set's).",
       minimum=1, fixed=True)
-  labels_offset: int = _field(
-      0, DATA, "Added to the data set's labels, as tf-slim's --labels_offset: "
-      '1 for the published tf-slim checkpoints, whose 1001 classes start with '
-      "'background' (then --num_classes=1001 on 1000-class ImageNet).",
+  labels_offset: Optional[int] = _field(
+      None, DATA, "Added to the data set's labels, as tf-slim's "
+      '--labels_offset (default: 1 for a tf-slim network by name on '
+      "imagenet2012, whose 1001 classes start with 'background', else 0).",
       minimum=0, fixed=True)
-  eval_preprocessing: str = _field(
-      'default', DATA, "default: the data set's own (for ImageNet-style data "
-      'the central 87.5% square of the shorter side, resized; small images '
-      "are only resized). slim_inception: tf-slim's Inception eval "
-      "preprocessing (central 87.5% of height and width, TF1 bilinear "
-      'resize), with which the published tf-slim checkpoints were evaluated. '
-      'Used for evaluation and by the SavedModel.',
-      choices=('default', 'slim_inception'), fixed=True)
+  eval_preprocessing: Optional[str] = _field(
+      None, DATA, "Evaluation and SavedModel preprocessing (default: the "
+      "network's own for a pretrained name, else the data set's). default: "
+      "the data set's own (for ImageNet-style data the central 87.5% square "
+      'of the shorter side, resized; small images are only resized). '
+      "slim_inception: tf-slim's Inception eval preprocessing (central 87.5% "
+      'of height and width, TF1 bilinear resize), with which the published '
+      'tf-slim checkpoints were evaluated. central_crop: the central '
+      '--eval_crop_fraction square of the shorter side, resized (Keras '
+      "applications', timm's). resize: the whole image resized (BiT's).",
+      choices=('default', 'slim_inception', 'central_crop', 'resize'),
+      fixed=True)
+  eval_crop_fraction: Optional[float] = _field(
+      None, DATA, 'The side fraction that --eval_preprocessing=central_crop '
+      "keeps (default: the network's own, else 0.875).", minimum=0.01,
+      maximum=1, fixed=True)
+  resize_method: Optional[str] = _field(
+      None, DATA, 'Interpolation of the evaluation and serving resize '
+      "(default: the network's own, else bilinear).",
+      choices=('bilinear', 'bicubic'), fixed=True)
+  train_preprocessing: str = _field(
+      'default', DATA, "default: the data set's own augmentation (Inception "
+      'crops and flips, or CIFAR-style pad and crop). resize_crop: the whole '
+      'image resized to --train_resize, then a random --image_size crop and '
+      'a flip (BiT-HyperRule).', choices=('default', 'resize_crop'))
+  train_resize: Optional[int] = _field(
+      None, DATA, 'The size images are resized to before the random crop of '
+      '--train_preprocessing=resize_crop.', minimum=1)
+  examples_per_class: Optional[int] = _field(
+      None, DATA, 'Train on this many examples of each class, chosen with '
+      '--seed from the training split (few-shot transfer; default: all).',
+      minimum=1, fixed=True)
   randaugment_ops: int = _field(
       0, DATA, "RandAugment (Cubuk et al. 2020) with Keras's layer: this many "
       'random operations per training image, e.g. 2 (0: off).', minimum=0)
@@ -177,6 +199,11 @@ class Config:
   batch_size: int = _field(
       256, OPTIMISATION, 'GLOBAL batch size, over all replicas and workers.',
       minimum=1)
+  batch_split: int = _field(
+      1, OPTIMISATION, 'Micro-batching: each replica computes its share of '
+      'the batch in this many parts and adds their gradients into one step '
+      '(less memory, the same gradients for GroupNorm networks; BatchNorm '
+      'normalizes each part by its own statistics).', minimum=1)
   base_lr: float = _field(
       0.1, OPTIMISATION, 'Learning rate per --lr_reference_batch images; scaled '
       'linearly with --batch_size.', minimum=0)
@@ -259,9 +286,21 @@ class Config:
       'metrics.jsonl and the run\'s config.json. Rerunning resumes; a later '
       'command on it needs only the flags it changes.', remembered=False)
   mode: str = _field(
-      'train_and_eval', OUTPUT, 'train, eval, train_and_eval or export.',
-      choices=('train', 'eval', 'train_and_eval', 'export'),
+      'train_and_eval', OUTPUT, 'train, eval, train_and_eval, export, or '
+      'linear_eval: few-shot linear evaluation of the frozen network (a '
+      'ridge-regression head on the features of --linear_eval_shots '
+      'training examples per class, as BiT and big_vision report it).',
+      choices=('train', 'eval', 'train_and_eval', 'export', 'linear_eval'),
       remembered=False)
+  linear_eval_shots: Sequence[int] = _field(
+      (1, 5, 10), OUTPUT, 'Training examples per class of --mode=linear_eval '
+      '(one result for each).', minimum=1, remembered=False)
+  linear_eval_l2: float = _field(
+      1024.0, OUTPUT, "The ridge penalty of --mode=linear_eval (big_vision's "
+      '2^10 on whitened features).', minimum=0, remembered=False)
+  linear_eval_seeds: int = _field(
+      3, OUTPUT, 'Draws of the examples per class of --mode=linear_eval, '
+      'averaged.', minimum=1, remembered=False)
   export_dir: Optional[str] = _field(
       None, OUTPUT, 'Where the SavedModel goes (default: <model_dir>/export).',
       remembered=False)
@@ -289,115 +328,71 @@ class Config:
       None, OUTPUT, 'Testing only: make the loss NaN at this step.', minimum=1,
       remembered=False)
 
-  def __post_init__(self):
+  # Python spellings of `network`, as the flags --depth and --blocks:
+  # Config(depth=50) is Config(network='50').
+  depth: dataclasses.InitVar[Optional[int]] = None
+  blocks: dataclasses.InitVar[Optional[str]] = None
+
+  def __post_init__(self, depth, blocks):
+    spelled = [value for value in (depth, blocks) if value is not None]
+    if len(spelled) + (self.network is not None) > 1:
+      raise FlagError('Give exactly one of --depth, --blocks and --network.')
+    if spelled:
+      object.__setattr__(self, 'network', str(spelled[0]))
     self.check()
 
   def check(self):
-    """Raises ConfigError for a value, or values, that cannot run.
+    """Raises FlagError for a value, or values, that cannot run.
 
-    This is the one place where settings are validated: every field against
-    its choices and bounds, then the rules between fields, then the network
-    (depth or block spec) with the library's own checks.
+    Every field against its choices and bounds, then the rules between
+    fields, then the network text (`network.check`).
     """
     for field in dataclasses.fields(self):
       value, meta = getattr(self, field.name), field.metadata
       values = value if isinstance(value, (list, tuple)) else [value]
-      if meta['choices'] and value not in meta['choices']:
-        raise ConfigError(f'--{field.name}={value!r}; choose one of '
-                          f'{", ".join(meta["choices"])}.')
-      if meta['minimum'] is not None and any(
-          v is not None and v < meta['minimum'] for v in values):
-        raise ConfigError(f'--{field.name} must be at least '
-                          f'{meta["minimum"]}, got {_flag_text(value)}.')
-      if meta['maximum'] is not None and any(
-          v is not None and v > meta['maximum'] for v in values):
-        raise ConfigError(f'--{field.name} must be at most {meta["maximum"]}, '
-                          f'got {_flag_text(value)}.')
-      if meta['below'] is not None and any(
-          v is not None and v >= meta['below'] for v in values):
-        raise ConfigError(f'--{field.name} must be below {meta["below"]}, got '
-                          f'{_flag_text(value)}.')
-    if sum(v is not None for v in (self.depth, self.blocks, self.network)) != 1:
-      raise ConfigError('Give exactly one of --depth, --blocks and --network.')
+      if (meta['choices'] and value is not None
+          and value not in meta['choices']):
+        raise FlagError(f'--{field.name}={value!r}; choose one of '
+                        f'{", ".join(meta["choices"])}.')
+      for bound, fails, says in (('minimum', lambda v, b: v < b, 'at least'),
+                                 ('maximum', lambda v, b: v > b, 'at most'),
+                                 ('below', lambda v, b: v >= b, 'below')):
+        if meta[bound] is not None and any(
+            v is not None and fails(v, meta[bound]) for v in values):
+          raise FlagError(f'--{field.name} must be {says} {meta[bound]}, got '
+                          f'{flag_text(value)}.')
+    if self.network is None:
+      raise FlagError('Give exactly one of --depth, --blocks and --network.')
     if self.train_steps is not None and self.train_epochs is not None:
-      raise ConfigError('Give at most one of --train_steps and --train_epochs.')
+      raise FlagError('Give at most one of --train_steps and --train_epochs.')
     if self.strategy == 'tpu' and not self.tpu:
-      raise ConfigError("--strategy=tpu needs --tpu (a TPU name, or 'local' on "
-                        'a TPU VM).')
-    self.architecture()
-
-  def architecture(self):
-    """Returns what `resnet_v2.build_model` takes: a depth, blocks or a function.
-
-    Returns:
-      The depth (an int) for --depth, which the library resolves with the
-      stem; the parsed `Block`s for --blocks; for --network, the blocks its
-      function returns, or the network function itself.
-
-    Raises:
-      ConfigError: For an unknown depth, a malformed block spec or a
-        --network that cannot be imported or does not give a network,
-        naming the flag.
-    """
-    flag, value = next((name, getattr(self, name))
-                       for name in ('depth', 'blocks', 'network')
-                       if getattr(self, name) is not None)
+      raise FlagError("--strategy=tpu needs --tpu (a TPU name, or 'local' on "
+                      'a TPU VM).')
+    if self.batch_size % self.batch_split:
+      raise FlagError(f'--batch_size={self.batch_size} does not split into '
+                      f'--batch_split={self.batch_split} equal parts.')
+    for name in ('lr_boundary_epochs', 'lr_boundary_steps'):
+      boundaries = list(getattr(self, name) or ())
+      if boundaries != sorted(boundaries):
+        raise FlagError(f'--{name}={flag_text(boundaries)} must be '
+                        'increasing.')
+    if self.train_preprocessing == 'resize_crop' and self.train_resize is None:
+      raise FlagError('--train_preprocessing=resize_crop needs --train_resize '
+                      '(the size before the random crop).')
     try:
-      if flag == 'depth':
-        resnet_v2.resolve_network(self.depth, self.stem)
-        return self.depth
-      if flag == 'blocks':
-        return resnet_v2.parse_blocks(self.blocks)
-      network = _python_network(self.network)
-      resnet_v2.resolve_network(network, self.stem)
-      return network
+      network_lib.check(self.network, self.stem, self.normalization,
+                        self.width_multiplier)
     except ValueError as e:
-      raise ConfigError(f'--{flag}={value!r}: {e}') from None
+      flag, value = network_lib.spelling(self.network)
+      raise FlagError(f'--{flag}={value!r}: {e}') from None
 
 
-def _python_network(spec):
-  """The blocks or the network function that --network names.
-
-  Args:
-    spec: 'module:function'. The module is imported as Python would from the
-      working directory (added to sys.path) or PYTHONPATH.
-
-  Returns:
-    The function's `Block`s if it takes no arguments, else the function.
-
-  Raises:
-    ValueError: Saying what is wrong and the expected form.
-  """
-  form = ("expected 'module:function', a function of no arguments returning "
-          'a list of resnet_v2.Block, or a slim-style network function '
-          'fn(inputs, num_classes, is_training=None, scope=None)')
-  module_name, _, function_name = spec.partition(':')
-  if not module_name or not function_name:
-    raise ValueError(form + '.')
-  if os.getcwd() not in sys.path:
-    sys.path.append(os.getcwd())
-  try:
-    module = importlib.import_module(module_name)
-  except ImportError as e:
-    raise ValueError(f'cannot import {module_name!r} ({e}); run from its '
-                     'directory or add it to PYTHONPATH.') from None
-  function = getattr(module, function_name, None)
-  if not callable(function):
-    raise ValueError(f'{module_name} has no function {function_name!r}; '
-                     f'{form}.')
-  required = [p for p in inspect.signature(function).parameters.values()
-              if p.default is p.empty
-              and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-  if required:
-    return function
-  blocks = function()
-  try:
-    return resnet_v2.resnet_utils.check_blocks(blocks)
-  except ValueError as e:
-    raise ValueError(f'{function_name}() did not return blocks: {e}') from None
-
-
-def _flag_text(value):
+def flag_text(value):
+  """A value as a flag takes it: 'none', 'true', '1,2,3', ..."""
+  if value is None:
+    return 'none'
+  if isinstance(value, bool):
+    return str(value).lower()
   if isinstance(value, (list, tuple)):
     return ','.join(str(v) for v in value)
   return str(value)
@@ -407,84 +402,8 @@ def field_types():
   """{field name: its type without Optional}, for deriving flags."""
   types = {}
   for name, kind in typing.get_type_hints(Config).items():
+    if isinstance(kind, dataclasses.InitVar):
+      continue
     args = [a for a in typing.get_args(kind) if a is not type(None)]
     types[name] = args[0] if typing.get_origin(kind) is typing.Union else kind
   return types
-
-
-SAVED_CONFIG = 'config.json'
-
-
-def _plain(value):
-  """A value as JSON holds it: tuples become lists."""
-  return list(value) if isinstance(value, tuple) else value
-
-
-def _same(a, b):
-  return _plain(a) == _plain(b)
-
-
-def save(config, model_dir):
-  """Writes `config` (every field) to model_dir/config.json, atomically.
-
-  Through tf.io.gfile, so that a gs:// run directory works as a local one.
-  """
-  path = os.path.join(model_dir, SAVED_CONFIG)
-  text = json.dumps({f.name: _plain(getattr(config, f.name))
-                     for f in dataclasses.fields(config)}, indent=2) + '\n'
-  tf.io.gfile.makedirs(model_dir)
-  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
-    f.write(text)
-  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
-
-
-def load_saved(model_dir):
-  """The saved {field: value} of a run directory, or None if it has none.
-
-  Raises:
-    ConfigError: If the file is there but unreadable.
-  """
-  path = os.path.join(model_dir, SAVED_CONFIG)
-  if not tf.io.gfile.exists(path):
-    return None
-  try:
-    with tf.io.gfile.GFile(path) as f:
-      return json.load(f)
-  except (tf.errors.OpError, ValueError) as e:
-    raise ConfigError(f'{path} cannot be read ({e}); it records how this run '
-                      'was made. Restore it, or use a new --model_dir.') from None
-
-
-def merge_saved(values, given, saved, model_dir):
-  """Fills in a command's values from a run directory's saved configuration.
-
-  Args:
-    values: {field: value} of the command (its flags and recipe defaults).
-    given: The names of the fields set explicitly (on the command line).
-    saved: What `load_saved` returned.
-    model_dir: The run directory, for the message.
-
-  Returns:
-    `values` with every remembered field that is not given taken from
-    `saved`.
-
-  Raises:
-    ConfigError: If a given value changes a field fixed for the run's life,
-      naming the field and both values.
-  """
-  merged = dict(values)
-  for field in dataclasses.fields(Config):
-    name, meta = field.name, field.metadata
-    if name not in saved:  # Saved by an older version.
-      continue
-    if name in given:
-      if meta['fixed'] and not _same(values[name], saved[name]):
-        raise ConfigError(
-            f'--{name}={values[name]!r} differs from {saved[name]!r}, the value '
-            f'the run in {model_dir} was made with (see its {SAVED_CONFIG}). '
-            'A run directory holds one network, one set of classes and one '
-            f'preprocessing: leave --{name} out, or use a new --model_dir.')
-    elif meta['remembered']:
-      merged[name] = (tuple(saved[name]) if isinstance(saved[name], list)
-                      else saved[name])
-  return merged

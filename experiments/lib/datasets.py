@@ -18,11 +18,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from experiments.lib.errors import DataError
+from experiments.lib.errors import shortlist
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.gif', '.bmp')
-
-
-class DataError(ValueError):
-  """The requested data is missing or unusable; the message says how to fix it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +47,8 @@ class Source:
       (ImageNet's).
     files: For data read from files, {split: the file of each example, in
       the order `read(split, 1, 0)` gives them}, to name bad files.
+    train_labels: The label of each training example in that order, where
+      it is known without reading the examples (None: read them).
   """
   name: str
   num_classes: int
@@ -62,6 +63,7 @@ class Source:
   pad: int = 4
   flip: bool = True
   files: Optional[Mapping[str, Sequence[str]]] = None
+  train_labels: Optional[Sequence[int]] = None
 
 
 _TFDS = {
@@ -183,13 +185,8 @@ def _folder_files(root):
     logging.warning('Not reading %d files that are not regular files of at '
                     'most %d MiB (FIFOs, devices, broken links, huge files): '
                     '%s', len(refused), MAX_IMAGE_BYTES >> 20,
-                    _some(refused))
+                    shortlist(refused, _SHOWN))
   return classes, files, labels
-
-
-def _some(names):
-  return ', '.join(names[:_SHOWN]) + (
-      f' and {len(names) - _SHOWN} more' if len(names) > _SHOWN else '')
 
 
 def _folder_source(root, image_size):
@@ -234,7 +231,8 @@ def _folder_source(root, image_size):
   return Source(root, len(classes), image_size, len(splits['train'][0]),
                 len(splits['eval'][0]), encoded=True, augment='inception',
                 read=read, labels=classes,
-                files={k: v[0] for k, v in splits.items()})
+                files={k: v[0] for k, v in splits.items()},
+                train_labels=splits['train'][1])
 
 
 def _digits_source():
@@ -261,7 +259,8 @@ def _digits_source():
 
   return Source('digits', 10, 8, int((~held_out).sum()), int(held_out.sum()),
                 encoded=False, augment='pad_crop', pad=1, flip=False, read=read,
-                labels=[str(d) for d in range(10)])
+                labels=[str(d) for d in range(10)],
+                train_labels=splits['train'][1])
 
 
 # Examples per split of --dataset=synthetic.
@@ -312,7 +311,9 @@ def _synthetic_source(num_classes, image_size):
 
   return Source('synthetic', num_classes, image_size, SYNTHETIC_EXAMPLES,
                 SYNTHETIC_EXAMPLES, encoded=False, augment='pad_crop', pad=0,
-                flip=False, read=read, labels=[str(c) for c in range(num_classes)])
+                flip=False, read=read,
+                labels=[str(c) for c in range(num_classes)],
+                train_labels=np.arange(SYNTHETIC_EXAMPLES) % num_classes)
 
 
 def labels_with_offset(source, labels_offset):
@@ -329,7 +330,8 @@ def labels_with_offset(source, labels_offset):
 # How many examples of a split are decoded before the first step.
 CHECKED_EXAMPLES = 64
 _SPLITS_READ = {'train': ('train',), 'train_and_eval': ('train', 'eval'),
-                'eval': ('eval',), 'export': ()}
+                'eval': ('eval',), 'export': (),
+                'linear_eval': ('train', 'eval')}
 
 
 def check_source(source, mode):
@@ -372,11 +374,79 @@ def _check_decodes(source, split, name):
   if bad and len(bad) == count:
     raise DataError(
         f'None of the first {count} images of the {name} split of '
-        f'{source.name!r} decodes, e.g. {_some(bad)}. Check that these are '
-        f'JPEG, PNG, GIF or BMP files ({", ".join(IMAGE_EXTENSIONS)}).')
+        f'{source.name!r} decodes, e.g. {shortlist(bad, _SHOWN)}. Check that '
+        f'these are JPEG, PNG, GIF or BMP files '
+        f'({", ".join(IMAGE_EXTENSIONS)}).')
   if bad:
     logging.warning('%d of the first %d images of the %s split do not decode '
-                    'and will be skipped: %s', len(bad), count, name, _some(bad))
+                    'and will be skipped: %s', len(bad), count, name,
+                    shortlist(bad, _SHOWN))
+
+
+def few_shot(source, examples_per_class, seed):
+  """The source with only `examples_per_class` training examples per class.
+
+  The examples of each class are drawn without replacement with `seed`,
+  before the split is sharded, so every worker sees the same subset (as
+  BiT's `--examples_per_class`). They are read once and kept in memory
+  (as encoded files or arrays), so that the many epochs of a few-shot run do
+  not read the whole split each time. The evaluation split is unchanged.
+
+  Raises:
+    DataError: If a class has fewer training examples than asked for.
+  """
+  examples = source.read('train', 1, 0)
+  labels = np.asarray(source.train_labels if source.train_labels is not None
+                      else [int(label) for _, label in
+                            examples.map(lambda _, label: label)])
+  rng = np.random.default_rng(seed)
+  chosen = []
+  for label in range(source.num_classes):
+    indices = np.flatnonzero(labels == label)
+    if len(indices) < examples_per_class:
+      raise DataError(
+          f'--examples_per_class={examples_per_class}, but class '
+          f'{source.labels[label]!r} of {source.name!r} has only '
+          f'{len(indices)} training examples.')
+    chosen.append(rng.permutation(indices)[:examples_per_class])
+  chosen = np.sort(np.concatenate(chosen))
+  keep = tf.constant(np.isin(np.arange(len(labels)), chosen))
+  images, kept_labels = zip(*examples.enumerate().filter(
+      lambda index, _: keep[index]).map(lambda _, example: example)
+                            .as_numpy_iterator())
+  subset = (np.array(images, dtype=object if source.encoded else None),
+            np.array(kept_labels))
+  read_all = source.read
+
+  def read(split, num_shards, shard_index):
+    if split != 'train':
+      return read_all(split, num_shards, shard_index)
+    return tf.data.Dataset.from_tensor_slices(subset).shard(num_shards,
+                                                            shard_index)
+
+  files = source.files and dict(
+      source.files, train=[source.files['train'][i] for i in chosen])
+  return dataclasses.replace(source, num_train=len(chosen), read=read,
+                             files=files, train_labels=labels[chosen])
+
+
+def typical_area(source):
+  """The median height x width of the first training images, in pixels.
+
+  BiT-HyperRule picks its resolution from it. Images that do not decode are
+  left out (the pre-flight check names them).
+  """
+  if not source.encoded:
+    return source.image_size ** 2
+  areas = []
+  for image, _ in source.read('train', 1, 0).take(CHECKED_EXAMPLES):
+    try:
+      shape = (tf.io.extract_jpeg_shape(image) if tf.io.is_jpeg(image) else
+               tf.shape(tf.io.decode_image(image, expand_animations=False)))
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+      continue
+    areas.append(int(shape[0]) * int(shape[1]))
+  return int(np.median(areas)) if areas else source.image_size ** 2
 
 
 KNOWN = ('imagenet2012', 'cifar10', 'cifar100', 'digits', 'synthetic',

@@ -26,14 +26,15 @@ with the indices of the bad images).
 
 import json
 import os
-import shutil
 import tempfile
 import time
 
 import tensorflow as tf
 
+from experiments.lib import errors
+from experiments.lib import files
 from experiments.lib import preprocessing
-from experiments.lib.config import ConfigError
+from experiments.lib.errors import ExportError
 
 _JPEG_MAGIC = b'\xff\xd8\xff'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -146,6 +147,11 @@ def _assert_not_empty(batch, signature):
 MARKER = 'resnet_v2_export.json'
 
 
+def _resolved(path):
+  """A path to compare: its real path if local, itself (normalized) if not."""
+  return os.path.realpath(path) if files.is_local(path) else path.rstrip('/')
+
+
 def check_export_dir(export_dir, model_dir=None):
   """Refuses an --export_dir whose replacement could lose a user's files.
 
@@ -158,59 +164,67 @@ def check_export_dir(export_dir, model_dir=None):
     model_dir: The run directory, if any.
 
   Raises:
-    ConfigError: Naming the directory and what to do instead.
+    ExportError: Naming the directory and what to do instead.
   """
-  target = os.path.realpath(export_dir)
+  target = _resolved(export_dir)
   if model_dir is not None:
-    run = os.path.realpath(model_dir)
-    if target == run or run.startswith(target.rstrip(os.sep) + os.sep):
-      raise ConfigError(
+    run = _resolved(model_dir)
+    if target == run or run.startswith(target.rstrip('/') + '/'):
+      raise ExportError(
           f'--export_dir={export_dir!r} is --model_dir or contains it: an '
           'export replaces its directory whole, which would delete the run\'s '
           'checkpoints. Leave --export_dir unset (it defaults to '
           '<model_dir>/export) or name a new directory.')
-  if not os.path.lexists(export_dir):
-    return
-  ours = (os.path.isdir(export_dir) and not os.path.islink(export_dir) and (
-      not os.listdir(export_dir)
-      or os.path.isfile(os.path.join(export_dir, MARKER))))
+  if files.is_local(export_dir):
+    if not os.path.lexists(export_dir):
+      return
+    ours = (os.path.isdir(export_dir) and not os.path.islink(export_dir) and (
+        not os.listdir(export_dir)
+        or os.path.isfile(os.path.join(export_dir, MARKER))))
+  else:
+    if not files.exists(export_dir):
+      return
+    ours = files.isdir(export_dir) and (
+        not files.listdir(export_dir)
+        or files.exists(os.path.join(export_dir, MARKER)))
   if not ours:
-    raise ConfigError(
+    raise ExportError(
         f'--export_dir={export_dir!r} exists and is not a SavedModel exported '
         f'by resnet-v2 (it has no {MARKER}). An export replaces its directory '
         'whole, so it is left alone: move it away or name a new directory.')
 
 
-def export_saved_model(model, export_dir, image_size, augment, top_k=5,
+def export_saved_model(model, export_dir, image_size, preprocess, top_k=5,
                        model_dir=None, labels=None, label_names=None,
-                       eval_preprocessing='default'):
+                       description=None):
   """Writes the SavedModel atomically: a failed export never leaves a half one.
 
   The SavedModel is written next to `export_dir` and renamed into place;
-  an earlier export there is swapped out and only then deleted. Only a
-  directory that `check_export_dir` accepts is ever replaced.
+  an earlier export there is moved aside and only then deleted. Only a
+  directory that `check_export_dir` accepts is ever replaced. Everything goes
+  through `files`, so a gs:// directory works as a local one.
 
   Args:
     model: A Keras model from normalized images to logits.
     export_dir: The final directory.
     image_size: The model's input size.
-    augment: The data source's augmentation style ('inception' or
-      'pad_crop'), which fixes the serving preprocessing.
+    preprocess: fn(image_bytes) -> float32 [size, size, 3], the evaluation
+      preprocessing that the `serving_default` signature applies.
     top_k: Classes returned per image.
     model_dir: The run directory, which is never replaced.
     labels: The string label of each class (default '0', '1', ...), served
       as `classes` and kept as the asset labels.txt.
     label_names: Human-readable class names (default: the labels), served as
       `class_names` and kept as the asset label_names.txt.
-    eval_preprocessing: The run's --eval_preprocessing, which the
-      `serving_default` signature applies.
+    description: Facts about the export for MARKER (e.g. its preprocessing).
 
   Returns:
     export_dir.
 
   Raises:
-    ConfigError: If `export_dir` is not an export of ours (see
+    ExportError: If `export_dir` is not an export of ours (see
       `check_export_dir`).
+    errors.WriteError: If it cannot be written.
   """
   check_export_dir(export_dir, model_dir)
   num_classes = model.output.shape[-1]
@@ -219,44 +233,39 @@ def export_saved_model(model, export_dir, image_size, augment, top_k=5,
   if not len(labels) == len(label_names) == num_classes:
     raise ValueError(f'{len(labels)} labels and {len(label_names)} names for '
                      f'a model of {num_classes} classes.')
-  parent = os.path.dirname(os.path.abspath(export_dir))
-  os.makedirs(parent, exist_ok=True)
-  name = os.path.basename(os.path.abspath(export_dir))
-  staging = tempfile.mkdtemp(prefix=f'{name}.tmp-', dir=parent)
-  label_dir = tempfile.mkdtemp(prefix=f'{name}.labels-', dir=parent)
+  staging = files.sibling(export_dir, 'tmp')
   try:
-    label_files = [os.path.join(label_dir, 'labels.txt'),
-                   os.path.join(label_dir, 'label_names.txt')]
-    lines = [[line.replace('\n', ' ') for line in lines]
-             for lines in (labels, label_names)]
-    for path, file_lines in zip(label_files, lines):
-      with open(path, 'w', encoding='utf-8') as f:
-        f.write(''.join(line + '\n' for line in file_lines))
-    servable = Servable(
-        model, image_size,
-        preprocessing.eval_fn(augment, image_size, True, eval_preprocessing),
-        label_files, *lines, top_k=top_k)
-    tf.saved_model.save(
-        servable, staging,
-        signatures={'serving_default': servable.serve_encoded,
-                    'serve_encoded': servable.serve_encoded,
-                    'serve_images': servable.serve_images})
-    with open(os.path.join(staging, MARKER), 'w', encoding='utf-8') as f:
-      json.dump({'exported_by': 'resnet-v2', 'model': model.name,
-                 'image_size': image_size, 'augment': augment,
-                 'eval_preprocessing': eval_preprocessing,
-                 'num_classes': num_classes,
-                 'time': time.strftime('%Y-%m-%dT%H:%M:%S')}, f)
+    with tempfile.TemporaryDirectory(prefix='resnet_v2-labels-') as label_dir:
+      label_files = [os.path.join(label_dir, 'labels.txt'),
+                     os.path.join(label_dir, 'label_names.txt')]
+      lines = [[line.replace('\n', ' ') for line in lines]
+               for lines in (labels, label_names)]
+      for path, file_lines in zip(label_files, lines):
+        with open(path, 'w', encoding='utf-8') as f:
+          f.write(''.join(line + '\n' for line in file_lines))
+      servable = Servable(model, image_size, preprocess, label_files, *lines,
+                          top_k=top_k)
+      try:
+        tf.saved_model.save(
+            servable, staging,
+            signatures={'serving_default': servable.serve_encoded,
+                        'serve_encoded': servable.serve_encoded,
+                        'serve_images': servable.serve_images})
+      except (tf.errors.OpError, OSError) as e:
+        raise errors.WriteError(f'Could not write the SavedModel in {staging} '
+                                f'({files.reason(e)}).') from None
+    files.write_atomically(os.path.join(staging, MARKER), json.dumps({
+        'exported_by': 'resnet-v2', 'model': model.name,
+        'image_size': image_size, 'num_classes': num_classes,
+        **(description or {}), 'time': time.strftime('%Y-%m-%dT%H:%M:%S')}))
   except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
+    files.remove_tree(staging)
     raise
-  finally:
-    shutil.rmtree(label_dir, ignore_errors=True)
   old = None
-  if os.path.lexists(export_dir):
-    old = tempfile.mkdtemp(prefix=f'{name}.old-', dir=parent)
-    os.rename(export_dir, old)  # Onto the empty directory just made.
-  os.rename(staging, export_dir)
+  if files.exists(export_dir):
+    old = files.sibling(export_dir, 'old')
+    files.move_tree(export_dir, old)
+  files.move_tree(staging, export_dir)
   if old:
-    shutil.rmtree(old)
+    files.remove_tree(old)
   return export_dir

@@ -26,27 +26,9 @@ iterators cannot be checkpointed, and this needs no iterator state.)
 import tensorflow as tf
 
 from experiments.lib import preprocessing
+from experiments.lib import seeds
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-# The streams of random draws, each seeded (run seed + salt, position): the
-# preprocessing's, RandAugment's and the mixing's never share a seed.
-_PREPROCESS, _AUGMENT, _MIX = 0, -1, -2
-
-
-def _stream_seed(seed, salt, index, context):
-  """The stateless seed of element `index` of one pipeline in one stream.
-
-  Positions interleave the pipelines (index * pipelines + pipeline id), so
-  every element of the whole stream has its own seed, whatever the number of
-  pipelines. The first value is the run's seed for the preprocessing and a
-  negative one for the other streams (the run's seed is not negative).
-  """
-  first = seed if salt == _PREPROCESS else salt - seed
-  return tf.stack([tf.constant(first, tf.int64),
-                   index * context.num_input_pipelines
-                   + context.input_pipeline_id])
-
 
 def _preprocess_fn(preprocess, training, image_size, labels_offset, seed,
                    context, augment=None):
@@ -61,9 +43,11 @@ def _preprocess_fn(preprocess, training, image_size, labels_offset, seed,
   def fn(index, example):
     image, label = example
     if training:
-      image = preprocess(image, _stream_seed(seed, _PREPROCESS, index, context))
+      image = preprocess(image, seeds.seed(seeds.PREPROCESS, seed, index,
+                                           context))
       if augment is not None:
-        image = augment(image, _stream_seed(seed, _AUGMENT, index, context))
+        image = augment(image, seeds.seed(seeds.AUGMENT, seed, index,
+                                          context))
     else:
       image = preprocess(image)
     image = tf.ensure_shape(image, [image_size, image_size, 3])
@@ -110,7 +94,8 @@ def _epochs(shard, epoch_size, seed, shuffle_buffer, start, end):
   # One spare epoch: a corrupt image at `end` still gets its stand-in (it is
   # filled in when the next good image arrives). Unread epochs cost nothing.
   last_epoch = max(first_epoch, (end - 1) // epoch_size) + 1
-  epochs = [shard.shuffle(shuffle_buffer, seed=seed * 1_000_003 + e)
+  epochs = [shard.shuffle(shuffle_buffer,
+                          seed=seeds.seed(seeds.SHUFFLE, seed, e))
             if shuffle_buffer else shard
             for e in range(first_epoch, last_epoch + 1)]
   order = tf.data.Dataset.range(len(epochs)).flat_map(
@@ -159,7 +144,7 @@ def _examples(source, split, preprocess, image_size, labels_offset, seed,
 
 def train_dataset_fn(source, image_size, global_batch_size, seed, start_step,
                      end_step, shuffle_buffer=10_000, labels_offset=0,
-                     augment=None, mix=None):
+                     augment=None, mix=None, preprocess=None):
   """Returns a dataset_fn for `distribute_datasets_from_function`: training.
 
   Args:
@@ -175,13 +160,15 @@ def train_dataset_fn(source, image_size, global_batch_size, seed, start_step,
       preprocessing (RandAugment; see augmentation.py), or None.
     mix: fn(images, labels, seed) -> (images, soft labels) for every batch
       (MixUp, CutMix), or None.
+    preprocess: fn(image, seed) -> the training image (see
+      `preprocessing.train_fn`); None for the source's own augmentation.
 
   Returns:
     dataset_fn(input_context) -> a Dataset of per-replica batches for the
     steps start_step..end_step.
   """
-  preprocess = preprocessing.train_fn(source.augment, image_size,
-                                      source.encoded, source.pad, source.flip)
+  preprocess = preprocess or preprocessing.train_fn(
+      source.augment, image_size, source.encoded, source.pad, source.flip)
 
   def dataset_fn(context):
     batch_size = context.get_per_replica_batch_size(global_batch_size)
@@ -196,7 +183,7 @@ def train_dataset_fn(source, image_size, global_batch_size, seed, start_step,
       def mixed(index, batch):
         images, labels, weights, skipped = batch
         images, labels = mix(images, labels,
-                             _stream_seed(seed, _MIX, index, context))
+                             seeds.seed(seeds.MIX, seed, index, context))
         return images, labels, weights, skipped
 
       dataset = dataset.enumerate(
@@ -213,7 +200,7 @@ def eval_steps(source, global_batch_size):
 
 
 def eval_dataset_fn(source, image_size, global_batch_size, labels_offset=0,
-                    style='default'):
+                    preprocess=None):
   """Returns a dataset_fn for `distribute_datasets_from_function`: evaluation.
 
   Each pipeline reads its shard once, pads it with zero-weight examples and
@@ -225,13 +212,14 @@ def eval_dataset_fn(source, image_size, global_batch_size, labels_offset=0,
     image_size: Eval image size.
     global_batch_size: Images per step over all replicas.
     labels_offset: Added to every label.
-    style: --eval_preprocessing (see `preprocessing.eval_fn`).
+    preprocess: fn(image) -> the evaluation image (see
+      `preprocessing.eval_fn`); None for the source's own.
 
   Returns:
     dataset_fn(input_context) -> a finite Dataset of per-replica batches.
   """
-  preprocess = preprocessing.eval_fn(source.augment, image_size,
-                                     source.encoded, style)
+  preprocess = preprocess or preprocessing.eval_fn(source.augment, image_size,
+                                                   source.encoded)
 
   def dataset_fn(context):
     batch_size = context.get_per_replica_batch_size(global_batch_size)

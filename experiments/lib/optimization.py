@@ -33,14 +33,10 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
       boundaries: Steps of the step decay.
       warmup_lr: None for a linear warm-up, else the constant warm-up rate.
 
-    Raises:
-      ValueError: For an unknown decay or unsorted boundaries.
+    The values come from a checked `Config` (--lr_decay and increasing
+    boundaries are checked there).
     """
     super().__init__()
-    if decay not in ('cosine', 'step', 'constant'):
-      raise ValueError(f"decay must be 'cosine', 'step' or 'constant', got {decay!r}.")
-    if list(boundaries) != sorted(boundaries):
-      raise ValueError(f'Step-decay boundaries must be increasing, got {boundaries}.')
     self.base_lr, self.total_steps = float(base_lr), int(total_steps)
     self.warmup_steps, self.decay = int(warmup_steps), decay
     self.boundaries, self.warmup_lr = [int(b) for b in boundaries], warmup_lr
@@ -102,18 +98,19 @@ def make_schedule(config, num_train):
       decay=config.lr_decay, boundaries=boundaries, warmup_lr=config.warmup_lr)
 
 
-def make_optimizer(config, schedule, model):
+def make_optimizer(config, precision, schedule, model):
   """SGD with momentum (loss-scaled for float16), built for `model`.
 
   With --ema_decay, Keras's optimizer also keeps an exponential moving
   average of the trainable weights (its own variables, so checkpointed with
   it); `averaged_weights` swaps it in. Building the optimizer makes all its
-  variables now, so that a checkpoint restore finds them.
+  variables now, so that a checkpoint restore finds them. Only the trainable
+  weights get slots: frozen ones (--trainable) are not the optimizer's.
   """
   optimizer = keras.optimizers.SGD(
       learning_rate=schedule, momentum=config.momentum,
       use_ema=bool(config.ema_decay), ema_momentum=config.ema_decay or 0.99)
-  if config.precision == 'mixed_float16':
+  if precision == 'mixed_float16':
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
   optimizer.build(model.trainable_variables)
   return optimizer

@@ -5,8 +5,10 @@ tensor of shape [2] that the input pipeline derives from the run's seed and
 the example's position in the stream, so that a resumed or repeated run sees
 exactly the same crops and flips.
 
-Pixels are scaled to [-1, 1] (Inception-style), the convention of the
-published tf-slim ResNet v2 checkpoints.
+Pixels are scaled to [-1, 1] (Inception-style): the input of the published
+tf-slim checkpoints and of every family `resnet_v2.create_model` loads
+(Keras applications' 'tf' mode, BiT's (x - 127.5) / 127.5, timm's mean and
+std of 0.5).
 """
 
 import tensorflow as tf
@@ -67,28 +69,40 @@ def imagenet_train(image_bytes, image_size, seed):
   return normalize(image)
 
 
-def central_crop(image, image_size):
-  """Resize + central crop: the `image_size` centre of the 256-equivalent.
+def resize(image, image_size, method='bilinear'):
+  """Resizes to image_size x image_size; bicubic results are clipped to the
+  input's range, as image libraries do (bicubic overshoots at edges)."""
+  resized = tf.image.resize(image, [image_size, image_size], method=method)
+  if method == 'bicubic':
+    resized = tf.clip_by_value(resized, 0.0, 255.0)
+  return resized
 
-  Crops the central EVAL_CROP_FRACTION of the shorter side (a square), then
-  resizes it to image_size; the same as resizing the shorter side to
-  image_size / EVAL_CROP_FRACTION and cropping image_size, with one resize.
+
+def central_crop(image, image_size, fraction=EVAL_CROP_FRACTION,
+                 method='bilinear'):
+  """Resize + central crop: the `image_size` centre of the image.
+
+  Crops the central `fraction` of the shorter side (a square), then resizes
+  it to image_size; the same as resizing the shorter side to
+  image_size / fraction and cropping image_size (224 of 256 for the default
+  7/8; timm's `crop_pct`), with one resize.
 
   Args:
-    image: A uint8 or float [height, width, 3] image.
+    image: A uint8 or float [height, width, 3] image in [0, 255].
     image_size: Output height and width.
+    fraction: The kept fraction of the shorter side.
+    method: 'bilinear' or 'bicubic'.
 
   Returns:
     A float32 [image_size, image_size, 3] image, pixel range unchanged.
   """
   shape = tf.shape(image)
   side = tf.cast(
-      EVAL_CROP_FRACTION * tf.cast(tf.minimum(shape[0], shape[1]), tf.float32),
-      tf.int32)
+      fraction * tf.cast(tf.minimum(shape[0], shape[1]), tf.float32), tf.int32)
   side = tf.maximum(side, 1)
   top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
   image = tf.slice(image, [top, left, 0], [side, side, -1])
-  return tf.image.resize(image, [image_size, image_size])
+  return resize(image, image_size, method)
 
 
 def imagenet_eval(image_bytes, image_size):
@@ -96,12 +110,35 @@ def imagenet_eval(image_bytes, image_size):
   return normalize(central_crop(decode(image_bytes), image_size))
 
 
+def resize_crop_train(image, image_size, train_resize, seed):
+  """BiT-HyperRule's training preprocessing: the whole image resized to
+  train_resize (aspect not kept), a random image_size crop and a flip.
+
+  Args:
+    image: A decoded uint8 [height, width, 3] image.
+    image_size: The crop's height and width.
+    train_resize: The size before cropping (at least image_size).
+    seed: A [2] int tensor for the stateless random ops.
+
+  Returns:
+    A float32 [image_size, image_size, 3] image in [-1, 1].
+  """
+  crop_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 2))
+  image = resize(image, train_resize)
+  image = tf.image.stateless_random_crop(image, [image_size, image_size, 3],
+                                         crop_seed)
+  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  return normalize(image)
+
+
 def small_train(image, image_size, seed, pad, flip):
   """CIFAR-style augmentation: zero-pad, random crop back, optional flip.
 
   Args:
-    image: A uint8 [image_size, image_size, 3] image.
-    image_size: Its height and width.
+    image: A uint8 [height, width, 3] image, resized first if it is not
+      image_size x image_size.
+    image_size: The output's height and width.
     seed: A [2] int tensor for the stateless random ops.
     pad: Pixels of zero padding on each side (4 for CIFAR).
     flip: Whether to flip left-right at random (not for digits).
@@ -111,6 +148,8 @@ def small_train(image, image_size, seed, pad, flip):
   """
   crop_seed, flip_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 2))
+  if image.shape[:2] != (image_size, image_size):  # E.g. 8x8 digits at 32.
+    image = resize(image, image_size)
   image = normalize(image)
   image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
   image = tf.image.stateless_random_crop(image, [image_size, image_size, 3],
@@ -120,13 +159,9 @@ def small_train(image, image_size, seed, pad, flip):
   return image
 
 
-def small_eval(image, image_size):
-  """Resizes (if needed) and scales a small image for evaluation/serving."""
-  return normalize(tf.image.resize(image, [image_size, image_size]))
-
-
-def train_fn(augment, image_size, encoded, pad=4, flip=True):
-  """The training preprocessing of a data source's style.
+def train_fn(augment, image_size, encoded, pad=4, flip=True, style='default',
+             train_resize=None):
+  """The training preprocessing of a data source's style, or HyperRule's.
 
   Args:
     augment: 'inception' (random-resized crop + flip of encoded images) or
@@ -135,10 +170,16 @@ def train_fn(augment, image_size, encoded, pad=4, flip=True):
     encoded: True if images arrive as encoded bytes, False for uint8 arrays.
     pad: Padding of 'pad_crop'.
     flip: Random left-right flips of 'pad_crop'.
+    style: --train_preprocessing: 'default' (the source's `augment`) or
+      'resize_crop' (`resize_crop_train`, for any source).
+    train_resize: The size of 'resize_crop' before its crop.
 
   Returns:
     fn(image, seed) -> float32 [image_size, image_size, 3] in [-1, 1].
   """
+  if style == 'resize_crop':
+    return lambda image, seed: resize_crop_train(
+        decode(image) if encoded else image, image_size, train_resize, seed)
   if augment == 'inception':
     return lambda image, seed: imagenet_train(image, image_size, seed)
 
@@ -149,30 +190,32 @@ def train_fn(augment, image_size, encoded, pad=4, flip=True):
   return fn
 
 
-def eval_fn(augment, image_size, encoded=True, style='default'):
+def eval_fn(augment, image_size, encoded=True, style='default',
+            crop_fraction=None, method=None):
   """The evaluation (and serving) preprocessing.
 
   Args:
     augment: The source's style, as for `train_fn`.
     image_size: Output height and width.
     encoded: True if images arrive as encoded bytes, False for uint8 arrays.
-    style: --eval_preprocessing: 'default' (the source's own) or
-      'slim_inception' (`slim_inception_eval`, for any source).
+    style: --eval_preprocessing: 'default' (the source's own),
+      'slim_inception' (`slim_inception_eval`), 'central_crop' (the central
+      `crop_fraction` of the shorter side) or 'resize' (the whole image).
+    crop_fraction: The kept fraction of 'central_crop' (default 7/8).
+    method: The resize interpolation, 'bilinear' (default) or 'bicubic'.
 
   Returns:
     fn(image) -> float32 [image_size, image_size, 3] in [-1, 1].
   """
+  method = method or 'bilinear'
+  read = lambda image: decode(image) if encoded else image
   if style == 'slim_inception':
-    return lambda image: slim_inception_eval(
-        decode(image) if encoded else image, image_size)
-  if augment == 'inception':
-    return lambda image: imagenet_eval(image, image_size)
-
-  def fn(image):
-    image = decode(image) if encoded else image
-    return small_eval(image, image_size)
-
-  return fn
+    return lambda image: slim_inception_eval(read(image), image_size)
+  if style == 'central_crop' or (style == 'default' and augment == 'inception'):
+    fraction = crop_fraction or EVAL_CROP_FRACTION
+    return lambda image: normalize(central_crop(read(image), image_size,
+                                                fraction, method))
+  return lambda image: normalize(resize(read(image), image_size, method))
 
 
 # tf-slim's eval crop: the central 87.5% of height and of width.

@@ -11,6 +11,9 @@ import time
 from absl import logging
 import tensorflow as tf
 
+from experiments.lib import errors
+from experiments.lib import files
+
 
 class Reporter:
   """Summaries and metrics.jsonl (chief only) for the 'train' and 'eval' splits.
@@ -24,10 +27,11 @@ class Reporter:
 
   def __init__(self, model_dir, chief, start_step):
     self.chief = chief
+    self.model_dir = model_dir
     self.metrics_path = os.path.join(model_dir, 'metrics.jsonl')
     self.run_id = time.strftime('%Y-%m-%dT%H:%M:%S')
     if chief:
-      tf.io.gfile.makedirs(model_dir)
+      files.makedirs(model_dir)
       _drop_rows_after(self.metrics_path, start_step)
       self.writers = {split: tf.summary.create_file_writer(
           os.path.join(model_dir, split)) for split in ('train', 'eval')}
@@ -36,15 +40,27 @@ class Reporter:
                       for split in ('train', 'eval')}
 
   def write(self, split, step, values):
-    """Records {name: number} at `step` for 'train' or 'eval'."""
-    with self.writers[split].as_default(step=step):
-      for name, value in values.items():
-        tf.summary.scalar(name, value)
+    """Records {name: number} at `step` for 'train' or 'eval'.
+
+    Raises:
+      errors.WriteError: If the summaries or metrics.jsonl cannot be written
+        (e.g. the disk is full).
+    """
+    writer = self.writers[split]
+    try:
+      with writer.as_default(step=step):
+        for name, value in values.items():
+          tf.summary.scalar(name, value)
+      writer.flush()  # Now, so that a full disk is noticed here.
+    except tf.errors.OpError as e:
+      raise errors.WriteError(
+          'Could not write the TensorBoard summaries in '
+          f'{os.path.join(self.model_dir, split)} ({files.reason(e)}).'
+      ) from None
     if self.chief:
       record = {'step': step, 'split': split, 'time': time.time(),
                 'run': self.run_id, **values}
-      with tf.io.gfile.GFile(self.metrics_path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+      files.append_text(self.metrics_path, json.dumps(record) + '\n')
 
   def eval_result(self, step, result):
     """Logs and records an evaluation (see `train.evaluate`)."""
@@ -58,18 +74,15 @@ class Reporter:
 
 def _drop_rows_after(path, step):
   """Rewrites metrics.jsonl without its rows past `step`, atomically."""
-  if not tf.io.gfile.exists(path):
+  if not files.exists(path):
     return
-  with tf.io.gfile.GFile(path) as f:
-    lines = f.readlines()
+  lines = files.read_text(path).splitlines(keepends=True)
   kept = [line for line in lines if _step_of(line) <= step]
   if len(kept) == len(lines):
     return
   logging.info('Dropped %d rows after step %d from %s: the resumed run writes '
                'them again.', len(lines) - len(kept), step, path)
-  with tf.io.gfile.GFile(path + '.tmp', 'w') as f:
-    f.write(''.join(kept))
-  tf.io.gfile.rename(path + '.tmp', path, overwrite=True)
+  files.write_atomically(path, ''.join(kept))
 
 
 def _step_of(line):

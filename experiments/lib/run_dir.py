@@ -11,6 +11,8 @@ A run directory holds days of work, so this module never guesses:
   machines).
 - `save_checkpoint` stops the run with a clear error where a checkpoint
   cannot be written (a full disk), removing its partial files.
+- `stopped_writing` is that error's paragraph for any file of the run
+  (checkpoints, metrics, summaries, config.json, the export).
 - `restore_newest_intact` finds every checkpoint, whether or not TF's
   `checkpoint` index file lists it, and restores the newest one that reads
   back whole, naming those it skipped; with checkpoints present and none
@@ -22,7 +24,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import socket
 import sys
 
@@ -30,14 +31,12 @@ from absl import logging
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from experiments.lib.config import ConfigError
+from experiments.lib import errors
+from experiments.lib import files
+from experiments.lib.errors import RunDirError
 
 LOCK_FILE = 'run.lock'
 _CHECKPOINT = re.compile(r'ckpt-(\d+)')
-
-
-def _is_local(path):
-  return '://' not in path
 
 
 class RunLock:
@@ -52,9 +51,9 @@ class RunLock:
     """Takes the lock, or refuses naming the process that holds it.
 
     Raises:
-      ConfigError: If another live process holds it.
+      RunDirError: If another live process holds it.
     """
-    if not _is_local(self.model_dir):
+    if not files.is_local(self.model_dir):
       logging.warning('%s is not a local directory: it cannot be locked, so '
                       'make sure no other run uses it.', self.model_dir)
       return
@@ -66,7 +65,7 @@ class RunLock:
       except BlockingIOError:
         holder = _read_holder(fd)
         os.close(fd)
-        raise ConfigError(
+        raise RunDirError(
             f'Another run ({_describe(holder)}) is using {self.model_dir}. Two '
             'runs in one directory would overwrite each other\'s checkpoints: '
             'wait for it to finish, stop it, or choose another --model_dir.'
@@ -112,28 +111,38 @@ def _describe(holder):
           f'{holder.get("started")}: {holder.get("command")}')
 
 
-class CheckpointWriteError(RuntimeError):
-  """A checkpoint could not be written (e.g. the disk is full)."""
-
-
 def save_checkpoint(manager, step):
   """Saves checkpoint `step`; on failure removes its partial files and stops.
 
   Raises:
-    CheckpointWriteError: Naming the error and the newest checkpoint kept.
+    errors.WriteError: Naming the checkpoint and the reason.
   """
   try:
     manager.save(checkpoint_number=step)
   except (tf.errors.OpError, OSError) as e:
-    partial = os.path.join(manager.directory, f'ckpt-{step}_temp')
-    if os.path.isdir(partial):  # The unfinished write of ours: free its space.
-      shutil.rmtree(partial, ignore_errors=True)
-    reason = getattr(e, 'message', None) or str(e)
-    raise CheckpointWriteError(
-        f'Could not write checkpoint {step} in {manager.directory} '
-        f'({reason.split(";")[-1].strip()}). The run stopped; the newest '
-        f'checkpoint kept is {manager.latest_checkpoint}. Make room (or fix '
-        'the directory) and rerun the same command to resume.') from None
+    # The unfinished write of ours: free its space.
+    files.remove_tree(os.path.join(manager.directory, f'ckpt-{step}_temp'))
+    raise errors.WriteError(f'Could not write checkpoint {step} in '
+                            f'{manager.directory} ({files.reason(e)}).'
+                            ) from None
+
+
+def stopped_writing(error, model_dir):
+  """The paragraph of a run stopped by a file it could not write.
+
+  Args:
+    error: The `errors.WriteError` (which names the file and the reason).
+    model_dir: The run directory.
+
+  Returns:
+    An `errors.WriteError` that also says which checkpoint is kept and how
+    to go on.
+  """
+  kept = checkpoints(model_dir)
+  return errors.WriteError(
+      f'{error} The run stopped; the newest checkpoint kept is '
+      f'{kept[0] if kept else "none (none was written yet)"}. Make room (or '
+      'fix the directory) and rerun the same command to resume.')
 
 
 def training_checkpoint(model, optimizer):
@@ -172,11 +181,19 @@ def checkpoints(model_dir):
   return sorted(found, key=found.get, reverse=True)
 
 
+def _reader(prefix):
+  """TF's reader of one checkpoint, by its prefix. (Not tf.train's
+  `load_checkpoint`, which takes a prefix for a directory where the
+  filesystem says one exists, as TF's ram:// does for 'ckpt-10' when
+  'ckpt-10.index' does.)"""
+  return tf.compat.v1.train.NewCheckpointReader(prefix)
+
+
 def _restore(checkpoint, path):
   """Restores one checkpoint into `checkpoint`'s objects, whatever precision
   wrote it: a loss scale is restored where both have one, else left as it
   is (new) or ignored (saved under float16, resumed under another)."""
-  saved = {name for name, _ in tf.train.list_variables(path)}
+  saved = set(_reader(path).get_variable_to_shape_map())
   has_scale = any(name.startswith('loss_scale/') for name in saved)
   parts = {'model': checkpoint.model, 'optimizer': checkpoint.optimizer}
   if has_scale and hasattr(checkpoint, 'loss_scale'):
@@ -196,7 +213,7 @@ def _saved_layer_shapes(path):
   weight may be saved under another path (the optimizer's), so the
   checkpoint's object graph is followed rather than its keys.
   """
-  reader = tf.train.load_checkpoint(path)
+  reader = _reader(path)
   graph = trackable_object_graph_pb2.TrackableObjectGraph()
   graph.ParseFromString(reader.get_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'))
   shapes = reader.get_variable_to_shape_map()
@@ -237,9 +254,8 @@ def _mismatches(model, path):
             for i, shapes in sorted(saved.items()) if shapes]
   if not lines:
     return ''
-  more = f'\n      ... and {len(lines) - _SHOWN} more' if len(lines) > _SHOWN else ''
-  return ('\n    weights that differ (layer: shapes):' + ''.join(
-      f'\n      {line}' for line in lines[:_SHOWN]) + more)
+  return ('\n    weights that differ (layer: shapes):\n      '
+          + errors.shortlist(lines, _SHOWN, separator='\n      '))
 
 
 def restore_newest_intact(checkpoint, model_dir):
@@ -254,7 +270,7 @@ def restore_newest_intact(checkpoint, model_dir):
     newer ones that could not be restored, each named in a warning.
 
   Raises:
-    ConfigError: If there are checkpoints and none of them restores; nothing
+    RunDirError: If there are checkpoints and none of them restores; nothing
       is changed, and the message names each with its error.
   """
   skipped, errors = [], []
@@ -270,7 +286,7 @@ def restore_newest_intact(checkpoint, model_dir):
       skipped.append(path)
       errors.append(f'\n  {path}: {reason}{_mismatches(checkpoint.model, path)}')
   if skipped:
-    raise ConfigError(
+    raise RunDirError(
         f'{model_dir} holds checkpoints, but none of the checkpoints restores '
         f'into this network:{"".join(errors)}\n  Nothing was changed. If they '
         'belong to another network, use another --model_dir; if they are '

@@ -3,6 +3,15 @@
 Each runs `strategy.run` inside a `tf.function`, so the same code serves one
 device, mirrored GPUs, several workers and TPUs. Losses are scaled by the
 GLOBAL batch, because gradients are summed over replicas.
+
+With --batch_split=K each replica runs its share of the batch as K
+micro-batches, one after the other (a `tf.while_loop`, so only one
+micro-batch's activations are alive at a time), and adds their gradients
+into one optimizer step. The loss is a sum over examples divided by the
+global batch, so the summed gradients are the whole batch's, exactly for
+networks whose layers treat examples independently (GroupNorm); BatchNorm
+normalizes each micro-batch by its own statistics and updates its moving
+averages once per micro-batch.
 """
 
 import math
@@ -10,13 +19,12 @@ import math
 import tensorflow as tf
 
 
-def make_multi_step(config, strategy, model, optimizer, num_classes):
+def make_multi_step(config, placement, model, optimizer, num_classes):
   """Returns multi_step(iterator, num_steps) -> per-step losses and sums.
 
   Args:
-    config: A resolved `Config` (batch size, precision, XLA, label
-      smoothing).
-    strategy: The tf.distribute strategy.
+    config: A resolved `Config` (batch size and split, label smoothing).
+    placement: The run's `cluster.Placement` (strategy, precision, XLA).
     model: The model, built in the strategy's scope.
     optimizer: Its optimizer, built for it.
     num_classes: Logits width.
@@ -26,8 +34,10 @@ def make_multi_step(config, strategy, model, optimizer, num_classes):
     returning (losses [num_steps], correct, skipped): the loss of each step,
     the number of correctly classified and of skipped (undecodable) images.
   """
+  strategy, split = placement.strategy, config.batch_split
   global_batch = config.batch_size
-  replicas = strategy.num_replicas_in_sync
+  # Weight decay is added once per step, a 1/split share per micro-batch.
+  regularization_share = strategy.num_replicas_in_sync * split
 
   def forward_backward(images, labels, weights):
     # Labels are class ids, or class distributions from MixUp/CutMix.
@@ -42,12 +52,12 @@ def make_multi_step(config, strategy, model, optimizer, num_classes):
       # Stand-ins for corrupt images have weight 0.
       loss = tf.reduce_sum(cross_entropy * weights) / global_batch
       if model.losses:
-        loss += tf.add_n(model.losses) / replicas
+        loss += tf.add_n(model.losses) / regularization_share
       if config.fail_at_step is not None:
         loss *= tf.where(optimizer.iterations + 1 == config.fail_at_step,
                          math.nan, 1.0)
       scaled = (optimizer.scale_loss(loss)
-                if config.precision == 'mixed_float16' else loss)
+                if placement.precision == 'mixed_float16' else loss)
     grads = tape.gradient(scaled, model.trainable_variables)
     if soft:  # The class with most weight in a mixed label.
       labels = tf.argmax(labels, -1, output_type=tf.int32)
@@ -56,12 +66,32 @@ def make_multi_step(config, strategy, model, optimizer, num_classes):
         tf.float32))
     return loss, grads, correct
 
-  if config.jit_compile:
+  if placement.jit_compile:
     forward_backward = tf.function(forward_backward, jit_compile=True)
+
+  def micro_batches(images, labels, weights):
+    """forward_backward over `split` micro-batches; their sums."""
+    parts = [tf.reshape(t, [split, -1] + t.shape[1:].as_list())
+             for t in (images, labels, weights)]
+
+    def body(i, loss, correct, grads):
+      part_loss, part_grads, part_correct = forward_backward(
+          *(part[i] for part in parts))
+      return (i + 1, loss + part_loss, correct + part_correct,
+              [g + tf.cast(p, g.dtype) for g, p in zip(grads, part_grads)])
+
+    zeros = [tf.zeros_like(v) for v in model.trainable_variables]
+    _, loss, correct, grads = tf.while_loop(
+        lambda i, *_: i < split, body,
+        (tf.constant(0), tf.constant(0.0), tf.constant(0.0), zeros))
+    return loss, grads, correct
 
   def replica_step(batch):
     images, labels, weights, skipped = batch
-    loss, grads, correct = forward_backward(images, labels, weights)
+    if split == 1:
+      loss, grads, correct = forward_backward(images, labels, weights)
+    else:
+      loss, grads, correct = micro_batches(images, labels, weights)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return loss, correct, tf.reduce_sum(skipped)
 

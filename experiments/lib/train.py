@@ -1,17 +1,19 @@
 """The run and its training loop, under any tf.distribute strategy.
 
-`run(config)` reads top to bottom: where this process runs (devices,
-strategy); the data; the resolved configuration; model, optimizer and
-checkpoint (resuming if `model_dir` has one); then evaluation, export, or
-`loop`, in compiled calls of several steps with progress lines,
-summaries, periodic checkpoints and evaluations; then the SavedModel. The
-same code runs on one device, mirrored GPUs, several workers and TPUs.
+`run(config)` reads top to bottom: the network; where this process runs
+(devices, strategy: the `Placement`); the data; the configuration resolved
+with them; model, optimizer and checkpoint (resuming if `model_dir` has one);
+then evaluation, linear evaluation, export, or `loop`, in compiled calls of
+several steps with progress lines, summaries, periodic checkpoints and
+evaluations; then the SavedModel. The same code runs on one device,
+mirrored GPUs, several workers and TPUs.
 
 Faults: SIGTERM (preemption) and Ctrl-C make every worker save at the same
 step and stop cleanly; rerunning the same command resumes, from the newest
 checkpoint that restores whole (see run_dir). A non-finite loss, or a
-checkpoint that cannot be written, stops the run naming the step, without
-saving over the last good checkpoint. Checkpoints are written by TF's
+file of the run that cannot be written (a checkpoint, metrics, summaries),
+stops the run naming the step or the file, without saving over the last
+good checkpoint. Checkpoints are written by TF's
 CheckpointManager, which only records a checkpoint once all its files are
 complete, so a hard kill loses at most the steps since the last one.
 """
@@ -20,7 +22,6 @@ import dataclasses
 import os
 import signal
 import time
-from typing import Any, Callable
 
 from absl import logging
 import keras
@@ -29,32 +30,30 @@ import tensorflow as tf
 
 from experiments.lib import augmentation
 from experiments.lib import cluster
-from experiments.lib import config as config_lib
 from experiments.lib import datasets
+from experiments.lib import errors
 from experiments.lib import export
 from experiments.lib import input_pipeline
+from experiments.lib import linear_eval
 from experiments.lib import network
 from experiments.lib import optimization
+from experiments.lib import preprocessing
 from experiments.lib import reporting
 from experiments.lib import run_dir
+from experiments.lib import saved_config
 from experiments.lib import steps
 from experiments.lib.config import Config
-from experiments.lib.config import ConfigError
-
-
-class NonFiniteLossError(RuntimeError):
-  """The loss became NaN or infinite; the message names the step."""
-
 
 @dataclasses.dataclass(frozen=True)
 class Session:
   """Everything the loop and the evaluation work on, made once by `run`.
 
   Attributes:
-    config: The resolved `Config`: no 'auto' left, and num_classes,
-      image_size and train_steps filled in from the data.
-    strategy: The tf.distribute strategy.
-    agree: cluster.make_agree's collective vote of all workers.
+    config: The resolved `Config`: num_classes, image_size, train_steps and
+      the preprocessing filled in from the data and the network
+      (--precision and --jit_compile stay as asked; see `placement`).
+    placement: Where this process runs (`cluster.Placement`).
+    net: The resolved network (`network.Network`).
     source: The `datasets.Source`.
     model: The model, built in the strategy's scope.
     optimizer: Its optimizer (whose `iterations` is the step).
@@ -62,8 +61,8 @@ class Session:
     reporter: The `reporting.Reporter`.
   """
   config: Config
-  strategy: tf.distribute.Strategy
-  agree: Callable[[Any], Any]
+  placement: cluster.Placement
+  net: network.Network
   source: datasets.Source
   model: keras.Model
   optimizer: keras.optimizers.Optimizer
@@ -75,40 +74,47 @@ class Session:
     return int(self.optimizer.iterations.numpy())
 
 
-def resolve(config, source=None):
-  """Returns `config` with every value the run decides filled in.
+def resolve(config, net, source):
+  """Returns `config` with what the data and the network decide filled in.
 
   Args:
     config: A `Config`; it is not changed.
-    source: The `datasets.Source`, to fill in what depends on the data; None
-      to resolve only what depends on the machine.
+    net: Its resolved network.
+    source: The `datasets.Source`.
 
   Returns:
-    A new `Config`: --precision and --jit_compile for this machine, the seed
-    of a --deterministic run, and with a source, num_classes, image_size and
-    train_steps.
+    A new `Config` with num_classes, image_size and train_steps from the
+    data, the stem and normalization the network is built with, and
+    labels_offset and the evaluation preprocessing from the network where
+    their flags are not given (a pretrained name's own).
 
   Raises:
-    ConfigError: If --num_classes differs from the data's.
+    errors.FlagError: If --num_classes differs from the data's.
   """
-  precision, jit_compile = cluster.resolve_auto_settings(config)
-  seed = 0 if config.deterministic and config.seed is None else config.seed
-  config = dataclasses.replace(config, precision=precision,
-                               jit_compile=jit_compile, seed=seed)
-  if source is None:
-    return config
-  num_classes = source.num_classes + config.labels_offset
+  spec = net.spec
+  own = spec.preprocessing if spec else None
+  offset = config.labels_offset
+  if offset is None:
+    offset = spec.labels_offset if spec and source.name == 'imagenet2012' else 0
+  num_classes = source.num_classes + offset
   if config.num_classes not in (None, num_classes):
-    offset = (f' (+{config.labels_offset} from --labels_offset)'
-              if config.labels_offset else '')
-    raise ConfigError(
+    shift = f' (+{offset} from --labels_offset)' if offset else ''
+    raise errors.FlagError(
         f'--num_classes={config.num_classes}, but {source.name} has '
-        f'{source.num_classes} classes{offset}. For a tf-slim checkpoint with '
+        f'{source.num_classes} classes{shift}. For a tf-slim checkpoint with '
         "1001 classes ('background' first) on 1000-class ImageNet, add "
         '--labels_offset=1.')
   return dataclasses.replace(
-      config, num_classes=num_classes,
-      image_size=config.image_size or source.image_size,
+      config, num_classes=num_classes, labels_offset=offset, stem=net.stem,
+      normalization=net.normalization,
+      image_size=config.image_size or (own.image_size if own
+                                       else source.image_size),
+      eval_preprocessing=config.eval_preprocessing or (
+          own.eval if own else 'default'),
+      eval_crop_fraction=config.eval_crop_fraction or (
+          own.crop_fraction if own else None),
+      resize_method=config.resize_method or (
+          own.resize_method if own else 'bilinear'),
       train_steps=optimization.total_steps(config, source.num_train),
       train_epochs=None)
 
@@ -117,125 +123,146 @@ def run(config):
   """Runs an experiment: train, evaluate and/or export, as config.mode says.
 
   Everything that can be checked is checked before the first step: the
-  flags (by `Config`), the cluster, that no other run holds model_dir, that
-  an export would replace only an earlier export, the checkpoints, and the
-  data.
+  flags (by `Config`), the network, the cluster, that no other run holds
+  model_dir, that an export would replace only an earlier export, the
+  checkpoints, and the data.
 
   Args:
     config: A `Config`; it is not changed.
 
   Returns:
     A dict summarizing the run: 'step', 'status' ('finished', 'preempted',
-    'evaluated' or 'exported'), 'eval' results, 'export_dir' when the chief
-    made one, 'resumed_from' and 'skipped_checkpoints'.
+    'evaluated', 'exported' or 'linear_eval'), 'eval' results, 'export_dir'
+    when the chief made one, 'resumed_from' and 'skipped_checkpoints'.
 
   Raises:
-    ConfigError: For an unusable configuration, a model_dir in use, or
-      checkpoints none of which restores.
-    datasets.DataError: For missing or unusable data.
-    NonFiniteLossError: If the loss becomes NaN or infinite.
-    run_dir.CheckpointWriteError: If a checkpoint cannot be written.
+    errors.UserError: For what the user can fix: the flags, the data, a
+      model_dir in use or whose checkpoints do not restore, a file that
+      cannot be written (the message says which checkpoint is kept), a
+      non-finite loss.
   """
-  requested, config = config, resolve(config)
-  cluster.configure_devices(config)
-  strategy, agree = cluster.start_strategy(config)
-  chief = cluster.is_chief(strategy)
+  net = network.resolve(config)
+  if config.deterministic and config.seed is None:
+    config = dataclasses.replace(config, seed=0)
+  placement = cluster.start(config)
   lock = run_dir.RunLock(config.model_dir)
-  if chief:
-    lock.acquire()
-  write_dir = config.model_dir if chief else cluster.scratch_dir(strategy)
   try:
-    return _run_in(write_dir, requested, config, strategy, agree, chief)
+    if placement.chief:
+      lock.acquire()
+    return _run(config, net, placement)
+  except errors.WriteError as e:
+    raise run_dir.stopped_writing(e, config.model_dir) from None
   finally:
     lock.release()
-    if not chief:
-      cluster.remove_scratch_dir(write_dir)
+    placement.close()
 
 
-def _run_in(write_dir, requested, config, strategy, agree, chief):
-  """`run`, once this process holds its directory to write in.
-
-  `requested` is the config as given, `config` the one resolved for this
-  machine.
-  """
+def _run(config, net, placement):
+  """`run`, once this process holds its directory to write in."""
   export_dir = config.export_dir or os.path.join(config.model_dir, 'export')
-  if chief and config.mode != 'eval':
+  exports = config.mode in ('train', 'train_and_eval', 'export')
+  if placement.chief and exports:
     export.check_export_dir(export_dir, config.model_dir)
-  if config.mode in ('eval', 'export') and not (
+  if config.mode in ('eval', 'export', 'linear_eval') and not (
       run_dir.checkpoints(config.model_dir) or config.init_checkpoint):
-    raise ConfigError(f'--mode={config.mode} needs a checkpoint in '
-                      f'{config.model_dir} (there is none) or --init_checkpoint.')
+    raise errors.RunDirError(
+        f'--mode={config.mode} needs a checkpoint in {config.model_dir} '
+        '(there is none) or --init_checkpoint.')
   source = datasets.load_source(config.dataset, config.data_dir,
                                 config.manual_dir, config.num_classes,
                                 config.image_size,
                                 need_data=config.mode != 'export')
-  config = resolve(config, source)
+  if config.examples_per_class:
+    source = datasets.few_shot(source, config.examples_per_class,
+                               config.seed or 0)
+  config = resolve(config, net, source)
   datasets.check_source(source, config.mode)
-  if chief and config.mode in ('train', 'train_and_eval'):
-    # What a later command on this directory starts from: the data's values
-    # filled in, the machine's ('auto') left to each machine.
-    config_lib.save(dataclasses.replace(
-        config, precision=requested.precision,
-        jit_compile=requested.jit_compile), config.model_dir)
-  session, restored = _start_session(config, strategy, agree, source,
-                                     write_dir, chief)
+  if placement.chief and config.mode in ('train', 'train_and_eval'):
+    saved_config.save(config, config.model_dir)
+  session, restored = _start_session(config, net, placement, source)
   if config.mode == 'eval':
     result = evaluate(session)
     session.reporter.eval_result(session.step, result)
     summary = {'status': 'evaluated', 'eval': result}
+  elif config.mode == 'linear_eval':
+    summary = {'status': 'linear_eval',
+               'linear_eval': linear_eval.run(session)}
   elif config.mode == 'export':
     summary = {'status': 'exported'}
   else:
     summary = loop(session)
-  if summary['status'] in ('exported', 'finished'):
-    # A non-chief worker takes part in saving, into its scratch directory.
-    target = export_dir if chief else os.path.join(write_dir, 'export')
-    labels, names = datasets.labels_with_offset(source, config.labels_offset)
-    with optimization.averaged_weights(session.model, session.optimizer):
-      export.export_saved_model(
-          network.for_export(session.model, config, config.image_size),
-          target, config.image_size, source.augment,
-          model_dir=config.model_dir, labels=labels, label_names=names,
-          eval_preprocessing=config.eval_preprocessing)
-    logging.info('Exported the SavedModel to %s.', target)
-    if chief:
-      summary['export_dir'] = export_dir
+  if exports and summary['status'] in ('exported', 'finished'):
+    summary.update(_export(session, export_dir))
   return {'step': session.step, **summary, **restored}
 
 
-def _start_session(config, strategy, agree, source, write_dir, chief):
+def _export(session, export_dir):
+  """Exports the SavedModel (a non-chief worker into its scratch directory:
+  every worker takes part in saving)."""
+  config, placement, source = session.config, session.placement, session.source
+  target = (export_dir if placement.chief
+            else os.path.join(placement.write_dir, 'export'))
+  labels, names = datasets.labels_with_offset(source, config.labels_offset)
+  with optimization.averaged_weights(session.model, session.optimizer):
+    export.export_saved_model(
+        network.for_export(session.model, session.net, config,
+                           placement.precision, config.image_size),
+        target, config.image_size, eval_preprocess(config, source, True),
+        model_dir=config.model_dir, labels=labels, label_names=names,
+        description={'eval_preprocessing': config.eval_preprocessing,
+                     'eval_crop_fraction': config.eval_crop_fraction,
+                     'resize_method': config.resize_method})
+  logging.info('Exported the SavedModel to %s.', target)
+  return {'export_dir': export_dir} if placement.chief else {}
+
+
+def eval_preprocess(config, source, encoded=None):
+  """The run's evaluation (and serving) preprocessing, fn(image) -> image."""
+  return preprocessing.eval_fn(
+      source.augment, config.image_size,
+      source.encoded if encoded is None else encoded,
+      config.eval_preprocessing, config.eval_crop_fraction,
+      config.resize_method)
+
+
+def _start_session(config, net, placement, source):
   """Builds model and optimizer and restores them (or initialises the model).
 
   Returns:
     (session, {'resumed_from': path or None, 'skipped_checkpoints': [...]}).
   """
-  with strategy.scope():
-    model = network.build(config, config.num_classes, config.image_size)
+  with placement.strategy.scope():
+    model = network.build(net, config, placement.precision,
+                          config.num_classes, config.image_size)
     optimizer = optimization.make_optimizer(
-        config, optimization.make_schedule(config, source.num_train), model)
+        config, placement.precision,
+        optimization.make_schedule(config, source.num_train), model)
   checkpoint = run_dir.training_checkpoint(model, optimizer)
-  manager = tf.train.CheckpointManager(checkpoint, write_dir,
+  manager = tf.train.CheckpointManager(checkpoint, placement.write_dir,
                                        max_to_keep=config.keep_checkpoints)
   latest, skipped = run_dir.restore_newest_intact(checkpoint, config.model_dir)
   if latest:
     logging.info('Resumed from %s at step %d.', latest,
                  int(optimizer.iterations.numpy()))
   elif config.init_checkpoint:
-    kind = network.load_init_checkpoint(model, config)
+    kind = network.load_init_checkpoint(
+        model, net, config, saved_config.config_of(config.init_checkpoint))
     logging.info('Initialized from the %s checkpoint %s.', kind,
                  config.init_checkpoint)
-  reporter = reporting.Reporter(config.model_dir, chief,
+  if config.zero_head and not latest:
+    network.zero_logits(model)
+  reporter = reporting.Reporter(config.model_dir, placement.chief,
                                 int(optimizer.iterations.numpy()))
-  if chief:
+  if placement.chief:
     logging.info('Run directory %s (config.json, checkpoints, metrics.jsonl); '
                  'to follow it: tensorboard --logdir %s', config.model_dir,
                  config.model_dir)
-  session = Session(config, strategy, agree, source, model, optimizer,
-                    manager, reporter)
+  session = Session(config, placement, net, source, model, optimizer, manager,
+                    reporter)
   return session, {'resumed_from': latest, 'skipped_checkpoints': skipped}
 
 
-def _input_options(config):
+def input_options(config):
   if not config.input_per_replica:
     return None
   return tf.distribute.InputOptions(
@@ -245,13 +272,13 @@ def _input_options(config):
 
 def evaluate(session):
   """Evaluates on the whole eval split; returns {'loss', 'top1', 'top5', ...}."""
-  config = session.config
-  dataset = session.strategy.distribute_datasets_from_function(
+  config, strategy = session.config, session.placement.strategy
+  dataset = strategy.distribute_datasets_from_function(
       input_pipeline.eval_dataset_fn(
           session.source, config.image_size, config.batch_size,
-          config.labels_offset, config.eval_preprocessing),
-      _input_options(config))
-  eval_step = steps.make_eval_step(session.strategy, session.model)
+          config.labels_offset, eval_preprocess(config, session.source)),
+      input_options(config))
+  eval_step = steps.make_eval_step(strategy, session.model)
   totals = np.zeros(4)
   batches = input_pipeline.eval_steps(session.source, config.batch_size)
   last_report = time.time()
@@ -300,18 +327,25 @@ class _StopRequests:
 
 def _train_iterator(session, step):
   """The distributed training input from `step` on (see input_pipeline)."""
-  config = session.config
-  return iter(session.strategy.distribute_datasets_from_function(
+  config, source = session.config, session.source
+  return iter(session.placement.strategy.distribute_datasets_from_function(
       input_pipeline.train_dataset_fn(
-          session.source, config.image_size, config.batch_size, config.seed or 0,
+          source, config.image_size, config.batch_size, config.seed or 0,
           start_step=step, end_step=config.train_steps,
           shuffle_buffer=config.shuffle_buffer,
           labels_offset=config.labels_offset,
           augment=augmentation.example_augmenter(config.randaugment_ops,
                                                  config.randaugment_factor),
           mix=augmentation.batch_mixer(config.mixup_alpha, config.cutmix_alpha,
-                                       config.num_classes)),
-      _input_options(config)))
+                                       config.num_classes),
+          preprocess=preprocessing.train_fn(
+              source.augment, config.image_size, source.encoded, source.pad,
+              source.flip, config.train_preprocessing, config.train_resize)),
+      input_options(config)))
+
+
+def _count(weights):
+  return sum(int(np.prod(w.shape)) for w in weights)
 
 
 def _next_boundary(config, step):
@@ -335,17 +369,21 @@ def loop(session):
     NonFiniteLossError: If the loss becomes NaN or infinite.
     run_dir.CheckpointWriteError: If a checkpoint cannot be written.
   """
-  config, strategy, manager = session.config, session.strategy, session.checkpoints
+  config, placement = session.config, session.placement
+  manager = session.checkpoints
   step, total = session.step, config.train_steps
   iterator = _train_iterator(session, step)
-  multi_step = steps.make_multi_step(config, strategy, session.model,
+  multi_step = steps.make_multi_step(config, placement, session.model,
                                      session.optimizer, config.num_classes)
-  logging.info('Training %s (%s parameters) on %s with %s (%d replicas), '
-               'global batch %d, %s, XLA %s, steps %d..%d.', session.model.name,
-               f'{session.model.count_params():,}', session.source.name,
-               type(strategy).__name__, strategy.num_replicas_in_sync,
-               config.batch_size, config.precision,
-               'on' if config.jit_compile else 'off', step, total)
+  logging.info('Training %s (%s parameters, %s trained) on %s with %s (%d '
+               'replicas), global batch %d%s, %s, XLA %s, steps %d..%d.',
+               session.model.name, f'{session.model.count_params():,}',
+               f'{_count(session.model.trainable_weights):,}',
+               session.source.name, type(placement.strategy).__name__,
+               placement.replicas, config.batch_size,
+               f' in {config.batch_split} micro-batches'
+               if config.batch_split > 1 else '', placement.precision,
+               'on' if placement.jit_compile else 'off', step, total)
   result, start_time, last_saved = None, time.time(), step
   progress = reporting.Progress(config.batch_size, total)
   stops = _StopRequests()
@@ -356,7 +394,7 @@ def loop(session):
       losses = losses.numpy()
       bad = np.flatnonzero(~np.isfinite(losses))
       if bad.size:
-        raise NonFiniteLossError(
+        raise errors.NonFiniteLossError(
             f'The loss became {losses[bad[0]]} at step {step + bad[0] + 1}; '
             f'training stopped. Nothing was saved after step {last_saved}: '
             f'the last good checkpoint is {manager.latest_checkpoint}. Lower '
@@ -366,7 +404,7 @@ def loop(session):
       if step % config.log_every == 0 or step == total:
         progress.report(session.reporter, step,
                         float(session.optimizer.learning_rate.numpy()))
-      if bool(session.agree(tf.constant(stops.received is not None))):
+      if bool(placement.agree(tf.constant(stops.received is not None))):
         run_dir.save_checkpoint(manager, step)
         logging.warning('%s at step %d: checkpoint saved in %s. Rerun the same '
                         'command to resume.', 'Stopped' if stops.received ==
