@@ -138,11 +138,12 @@ def build_model(depth_or_blocks, num_classes=None, input_shape=(224, 224, 3),
     if width_multiplier != 1:
       blocks = resnet_utils.scale_width(blocks, width_multiplier)
     blocks = resnet_utils.with_stochastic_depth(blocks, drop_path_rate)
-    root = stems.get_stem(stem)
+    root_depth = stems.get_stem(stem).depth
+    if root_depth is not None:
+      root_depth = resnet_utils.scaled_depth(root_depth, width_multiplier)
     network_fn = functools.partial(
         nets.resnet_v2, blocks=blocks, include_root_block=stem != 'none',
-        stem=stem, feature_levels=levels, root_depth=root.depth and
-        resnet_utils.scaled_depth(root.depth, width_multiplier))
+        stem=stem, root_depth=root_depth, feature_levels=levels)
   with using_dtype_policy(dtype_policy):
     inputs = keras.Input(tuple(input_shape), name='images')
     with arg_scope(arg_sc or arg_scopes.resnet_arg_scope()), arg_scope(

@@ -133,7 +133,8 @@ class Config:
       None, DATA, "Number of classes (default: the data set's).", minimum=1,
       fixed=True)
   image_size: Optional[int] = _field(
-      None, DATA, "Training and eval image size (default: the data set's).",
+      None, DATA, "Training and eval image size (default: a pretrained "
+      "network's own, else the data set's).",
       minimum=1, fixed=True)
   labels_offset: Optional[int] = _field(
       None, DATA, "Added to the data set's labels, as tf-slim's "
