@@ -20,8 +20,9 @@ per-repetition ratios (ours and Keras timed back to back), with their range:
            throughput as a fraction of ceiling / (training FLOPs per image),
            with FLOPs counted from the model's convolutions;
   memory   peak memory (the peak RSS of a child process that builds the
-           network and trains it) and step time, with and without
-           --recompute_grad, for the paper's memory-bound cases (not in the
+           network and trains it) and step time, plain, with
+           --recompute_grad and with --batch_split (the run's own step, in
+           micro-batches), for the paper's memory-bound cases (not in the
            default sections: each case is a process of its own).
 
     python -m experiments.benchmark --sections=memory
@@ -47,6 +48,8 @@ import tensorflow as tf
 import resnet_v2
 from experiments.lib import cluster
 from experiments.lib import preprocessing
+from experiments.lib import steps
+from experiments.lib.config import Config
 
 _SECTIONS = flags.DEFINE_list('sections', ['pairs', 'depths', 'input', 'ceiling'],
                               'Which measurements to run.')
@@ -67,11 +70,14 @@ _MEMORY_CASES = flags.DEFINE_list(
     'memory_cases', ['200:224:16', '1001:32:32'],
     'DEPTH:SIZE:BATCH of the memory section (1001 and other 9n+2 depths at 32 '
     'are the CIFAR networks).')
+_MEMORY_SPLIT = flags.DEFINE_integer(
+    'memory_batch_split', 4, 'The micro-batches of the --batch_split row of '
+    'each memory case (1: no such row).')
 _MEMORY_LIMIT = flags.DEFINE_float(
     'memory_limit_gb', 20.0, 'A memory case is stopped (and reported) when its '
     'process passes this resident size.')
 _CHILD = flags.DEFINE_string('memory_child', None,
-                             'Internal: DEPTH:SIZE:BATCH:RECOMPUTE, one memory case.')
+                             'Internal: DEPTH:SIZE:BATCH:RECOMPUTE:SPLIT, one memory case.')
 
 NUM_CLASSES = 1000
 
@@ -290,16 +296,41 @@ def section_ceiling(results):
               f'{bound:.2f} images/s', flush=True)
 
 
+def micro_batch_step_fn(model, config, num_classes):
+  """The run's own training step (experiments/lib/steps.py), in
+  config.batch_split micro-batches: step(images, labels) -> the loss."""
+  batch_size = config.batch_size
+  strategy = tf.distribute.get_strategy()
+  placement = cluster.Placement(strategy, None, True, '', 'float32', False)
+  multi_step = steps.make_multi_step(
+      config, placement, model, keras.optimizers.SGD(0.01, momentum=0.9),
+      num_classes)
+
+  def step(images, labels):
+    batch = (images, labels, tf.ones([batch_size]),
+             tf.zeros([batch_size], tf.int32))
+    return multi_step(iter(tf.data.Dataset.from_tensors(batch)),
+                      tf.constant(1))[0]
+
+  return step
+
+
 def _memory_child(spec):
   """One memory case, in its own process: prints its step time as JSON."""
-  depth, size, batch, recompute = spec.split(':')
-  depth, size, batch = int(depth), int(size), int(batch)
-  cifar = size <= 64
+  depth, size, batch, recompute, split = spec.split(':')
+  depth, size, batch, split = int(depth), int(size), int(batch), int(split)
+  stem = 'cifar' if size <= 64 else 'imagenet'
+  num_classes = 10 if stem == 'cifar' else NUM_CLASSES
   model = resnet_v2.build_model(
-      depth, 10 if cifar else NUM_CLASSES, input_shape=(size, size, 3),
-      stem='cifar' if cifar else 'imagenet', recompute_grad=recompute == 'True',
+      depth, num_classes, input_shape=(size, size, 3), stem=stem,
+      recompute_grad=recompute == 'True',
       arg_sc=resnet_v2.resnet_arg_scope(weight_decay=0.0))
-  step = train_step_fn(model, False)
+  if split > 1:
+    step = micro_batch_step_fn(model, Config(
+        depth=depth, stem=stem, batch_size=batch, batch_split=split,
+        precision='float32'), num_classes)
+  else:
+    step = train_step_fn(model, False)
   rng = np.random.default_rng(0)
   images = tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)), tf.float32)
   labels = tf.constant(rng.integers(0, 10, batch), tf.int32)
@@ -322,14 +353,17 @@ def section_memory(results):
   rows = []
   for case in _MEMORY_CASES.value:
     depth, size, batch = (int(v) for v in case.split(':'))
-    for recompute in (False, True):
+    variants = [(False, 1), (True, 1)]
+    if _MEMORY_SPLIT.value > 1:
+      variants.append((False, _MEMORY_SPLIT.value))
+    for recompute, split in variants:
+      child = f'--memory_child={case}:{recompute}:{split}'
       process = subprocess.Popen(
-          [sys.executable, '-m', 'experiments.benchmark',
-           f'--memory_child={case}:{recompute}'],
+          [sys.executable, '-m', 'experiments.benchmark', child],
           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
       stopped = False
       while True:  # Waits, guarding the machine; the child's own peak RSS.
-        pid, _, usage = os.wait4(process.pid, os.WNOHANG)
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
         if pid:
           break
         try:
@@ -342,15 +376,21 @@ def section_memory(results):
       output = process.stdout.read()
       peak_gb = usage.ru_maxrss / 2**20  # kB on Linux.
       row = {'depth': depth, 'image_size': size, 'batch': batch,
-             'recompute_grad': recompute, 'peak_rss_gb': peak_gb,
-             'stopped_at_limit': stopped}
+             'recompute_grad': recompute, 'batch_split': split,
+             'peak_rss_gb': peak_gb, 'stopped_at_limit': stopped}
       if not stopped and output.strip():
         row.update(json.loads(output.strip().splitlines()[-1]))
       rows.append(row)
+      if 'step_seconds' in row:
+        outcome = f'step {row["step_seconds"]:7.2f} s'
+      elif stopped:
+        outcome = f'stopped at the {_MEMORY_LIMIT.value:g} GB limit'
+      else:
+        outcome = (f'failed (exit {os.waitstatus_to_exitcode(status)}; '
+                   f'{child} alone shows why)')
       print(f'  resnet_v2_{depth:<5} {size}x{size} batch {batch:3}  recompute_grad='
-            f'{str(recompute):5}  peak {peak_gb:6.2f} GB  '
-            + (f'step {row["step_seconds"]:7.2f} s' if 'step_seconds' in row
-               else f'stopped at the {_MEMORY_LIMIT.value:g} GB limit'), flush=True)
+            f'{str(recompute):5}  batch_split={split}  peak {peak_gb:6.2f} GB  '
+            + outcome, flush=True)
   results['memory'] = rows
 
 
@@ -384,8 +424,8 @@ def main(argv):
     print('The machine\'s ceiling:')
     section_ceiling(results)
   if 'memory' in _SECTIONS.value:
-    print('Peak memory and step time (float32 training), with and without '
-          'recomputation:')
+    print('Peak memory and step time (float32 training): plain, with '
+          'recomputation, in micro-batches:')
     section_memory(results)
   with open(_OUTPUT.value, 'w', encoding='utf-8') as f:
     json.dump(results, f, indent=1)

@@ -42,8 +42,9 @@ def test_memory_section_measures_each_case_in_its_own_process(tmp_path):
   result = run_cli.run('experiments.benchmark', '--sections=memory',
                        '--memory_cases=20:32:4', f'--output={output}')
   rows = json.loads(output.read_text())['memory']
-  assert [(row['depth'], row['recompute_grad']) for row in rows] == [(20, False), (20, True)]
+  assert [(row['depth'], row['recompute_grad'], row['batch_split']) for row in rows] == [
+      (20, False, 1), (20, True, 1), (20, False, 4)]
   for row in rows:
     assert 0.2 < row['peak_rss_gb'] < 8 and row['step_seconds'] > 0
     assert not row['stopped_at_limit']
-  assert 'recompute_grad=True' in result.stdout
+  assert 'recompute_grad=True' in result.stdout and 'batch_split=4' in result.stdout

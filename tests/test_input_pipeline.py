@@ -1,4 +1,5 @@
-"""The input stream is reproducible from any position and survives bad files."""
+"""The input stream is reproducible from any position, survives bad files, and
+flips only where the data and --random_flip allow."""
 
 import io
 import os
@@ -9,6 +10,10 @@ import tensorflow as tf
 
 from experiments.lib import datasets
 from experiments.lib import input_pipeline
+from experiments.lib import network
+from experiments.lib import preprocessing
+from experiments.lib import train
+from experiments.lib.config import Config
 
 
 def _context(pipelines=1, index=0):
@@ -91,3 +96,39 @@ def test_corrupt_images_become_counted_stand_ins(tmp_path):
                       .as_numpy_iterator())
   assert len(eval_batches) == 3
   assert sum(b[2].sum() for b in eval_batches) == 9  # one garbage file
+
+
+def test_flips_can_be_turned_off_in_every_training_preprocessing():
+  """flip=False never mirrors; with flips on, the same seeds give the same
+  crops, some of them mirrored."""
+  pixels = np.zeros((8, 8, 3), np.uint8)
+  pixels[:, :3] = 255  # a bright left side: its mirror differs
+  png = tf.io.encode_png(pixels)
+  styles = {  # name: (encoded input, train_fn arguments)
+      'inception': (True, dict(augment='inception')),
+      'pad_crop': (False, dict(augment='pad_crop', pad=0)),
+      'resize_crop': (False, dict(augment='pad_crop', style='resize_crop',
+                                  train_resize=8)),
+  }
+  for name, (encoded, arguments) in styles.items():
+    image = png if encoded else tf.constant(pixels)
+    off, on = (preprocessing.train_fn(image_size=8, encoded=encoded, flip=flip,
+                                      **arguments) for flip in (False, True))
+    mirrored = 0
+    for seed in range(16):
+      kept = off(image, tf.constant([seed, 1], tf.int64)).numpy()
+      maybe = on(image, tf.constant([seed, 1], tf.int64)).numpy()
+      if not np.array_equal(maybe, kept):
+        np.testing.assert_array_equal(maybe, kept[:, ::-1], err_msg=name)
+        mirrored += 1
+    assert 0 < mirrored < 16, (name, mirrored)
+
+
+def test_random_flip_auto_is_the_data_sets_own(tmp_path):
+  _write_folder(tmp_path, corrupt=set())
+  for dataset, flag, expected in (('digits', None, False), (str(tmp_path), None, True),
+                                  (str(tmp_path), False, False), ('digits', True, True)):
+    config = Config(dataset=dataset, depth=50, random_flip=flag)
+    source = datasets.load_source(dataset, image_size=16)
+    resolved = train.resolve(config, network.resolve(config), source)
+    assert resolved.random_flip is expected, (dataset, flag)

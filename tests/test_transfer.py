@@ -120,6 +120,32 @@ def test_micro_batches_give_group_norms_whole_batch_gradients():
   assert not all(np.allclose(a, b) for a, b in zip(*batch_norm))
 
 
+def _loop_parallelism(config):
+  """parallel_iterations of every while loop in the compiled training step."""
+  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  placement = cluster.Placement(strategy, None, True, 'unused', 'float32', False)
+  with strategy.scope():
+    model, optimizer = _model_and_optimizer(config)
+  batch = (tf.zeros([32, 8, 8, 3]), tf.zeros([32], tf.int32), tf.ones([32]),
+           tf.zeros([32], tf.int32))
+  iterator = iter(strategy.experimental_distribute_dataset(
+      tf.data.Dataset.from_tensors(batch).repeat()))
+  multi_step = steps.make_multi_step(config, placement, model, optimizer, 10)
+  graph = multi_step.get_concrete_function(iterator, tf.constant(1)).graph.as_graph_def()
+  nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+  return sorted(n.attr['parallel_iterations'].i for n in nodes
+                if n.op in ('While', 'StatelessWhile'))
+
+
+def test_micro_batches_run_one_at_a_time():
+  """The micro-batch loop runs its iterations one after the other, so one
+  micro-batch's activations are alive at a time. (Run in parallel, TF's
+  default, the loop kept more alive and crashed now and then: the same
+  oneDNN convolution kernel ran for several micro-batches at once.)"""
+  steps_loop = _loop_parallelism(Config(**TINY))  # the loop over steps
+  assert _loop_parallelism(Config(**TINY, batch_split=4)) == sorted(steps_loop + [1])
+
+
 def _losses(model_dir):
   return [r['loss'] for r in map(json.loads, open(model_dir / 'metrics.jsonl'))
           if r['split'] == 'train']

@@ -169,6 +169,12 @@ class Config:
   train_resize: Optional[int] = _field(
       None, DATA, 'The size images are resized to before the random crop of '
       '--train_preprocessing=resize_crop.', minimum=1)
+  random_flip: Optional[bool] = _field(
+      None, DATA, 'auto, true or false: random left-right flips of the '
+      "training images, in every --train_preprocessing. auto: the data set's "
+      'own (on for photos and class folders, off for digits); false for '
+      'images whose mirror is another class (text, digits, arrows).',
+      spellings={'auto': None, 'true': True, 'false': False})
   examples_per_class: Optional[int] = _field(
       None, DATA, 'Train on this many examples of each class, chosen with '
       '--seed from the training split (few-shot transfer; default: all).',

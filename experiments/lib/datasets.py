@@ -37,7 +37,7 @@ class Source:
     encoded: True if images arrive as encoded bytes.
     augment: 'inception' (random-resized crop + flip) or 'pad_crop'.
     pad: Padding for 'pad_crop'.
-    flip: Random left-right flips for 'pad_crop'.
+    flip: Random left-right flips in training (not for digits).
     read: read(split, num_shards, shard_index) -> a Dataset of (image, label)
       for split 'train' or 'eval', in a fixed order (the input pipeline
       shuffles).

@@ -38,13 +38,15 @@ def _random_crop_window(shape, seed):
   return begin, size
 
 
-def imagenet_train(image_bytes, image_size, seed):
+def imagenet_train(image_bytes, image_size, seed, flip=True):
   """Random-resized crop (decoding only the crop of a JPEG) and a flip.
 
   Args:
     image_bytes: Encoded image, a scalar tf.string.
     image_size: Output height and width.
     seed: A [2] int tensor for the stateless random ops.
+    flip: Whether to flip left-right at random (off for images whose mirror
+      is another class: text, digits).
 
   Returns:
     A float32 [image_size, image_size, 3] image in [-1, 1].
@@ -65,7 +67,8 @@ def imagenet_train(image_bytes, image_size, seed):
 
   image = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
   image = tf.image.resize(image, [image_size, image_size])
-  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  if flip:
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
   return normalize(image)
 
 
@@ -110,7 +113,7 @@ def imagenet_eval(image_bytes, image_size):
   return normalize(central_crop(decode(image_bytes), image_size))
 
 
-def resize_crop_train(image, image_size, train_resize, seed):
+def resize_crop_train(image, image_size, train_resize, seed, flip=True):
   """BiT-HyperRule's training preprocessing: the whole image resized to
   train_resize (aspect not kept), a random image_size crop and a flip.
 
@@ -119,6 +122,7 @@ def resize_crop_train(image, image_size, train_resize, seed):
     image_size: The crop's height and width.
     train_resize: The size before cropping (at least image_size).
     seed: A [2] int tensor for the stateless random ops.
+    flip: Whether to flip left-right at random (BiT always does).
 
   Returns:
     A float32 [image_size, image_size, 3] image in [-1, 1].
@@ -128,7 +132,8 @@ def resize_crop_train(image, image_size, train_resize, seed):
   image = resize(image, train_resize)
   image = tf.image.stateless_random_crop(image, [image_size, image_size, 3],
                                          crop_seed)
-  image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+  if flip:
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
   return normalize(image)
 
 
@@ -169,7 +174,7 @@ def train_fn(augment, image_size, encoded, pad=4, flip=True, style='default',
     image_size: Output height and width.
     encoded: True if images arrive as encoded bytes, False for uint8 arrays.
     pad: Padding of 'pad_crop'.
-    flip: Random left-right flips of 'pad_crop'.
+    flip: Random left-right flips, in every style.
     style: --train_preprocessing: 'default' (the source's `augment`) or
       'resize_crop' (`resize_crop_train`, for any source).
     train_resize: The size of 'resize_crop' before its crop.
@@ -179,9 +184,10 @@ def train_fn(augment, image_size, encoded, pad=4, flip=True, style='default',
   """
   if style == 'resize_crop':
     return lambda image, seed: resize_crop_train(
-        decode(image) if encoded else image, image_size, train_resize, seed)
+        decode(image) if encoded else image, image_size, train_resize, seed,
+        flip)
   if augment == 'inception':
-    return lambda image, seed: imagenet_train(image, image_size, seed)
+    return lambda image, seed: imagenet_train(image, image_size, seed, flip)
 
   def fn(image, seed):
     image = decode(image) if encoded else image

@@ -84,9 +84,10 @@ def resolve(config, net, source):
 
   Returns:
     A new `Config` with num_classes, image_size and train_steps from the
-    data, the stem and normalization the network is built with, and
-    labels_offset and the evaluation preprocessing from the network where
-    their flags are not given (a pretrained name's own).
+    data, random_flip too where its flag is auto, the stem and normalization
+    the network is built with, and labels_offset and the evaluation
+    preprocessing from the network where their flags are not given (a
+    pretrained name's own).
 
   Raises:
     errors.FlagError: If --num_classes differs from the data's.
@@ -115,6 +116,8 @@ def resolve(config, net, source):
           own.crop_fraction if own else None),
       resize_method=config.resize_method or (
           own.resize_method if own else 'bilinear'),
+      random_flip=(source.flip if config.random_flip is None
+                   else config.random_flip),
       train_steps=optimization.total_steps(config, source.num_train),
       train_epochs=None)
 
@@ -340,7 +343,8 @@ def _train_iterator(session, step):
                                        config.num_classes),
           preprocess=preprocessing.train_fn(
               source.augment, config.image_size, source.encoded, source.pad,
-              source.flip, config.train_preprocessing, config.train_resize)),
+              config.random_flip, config.train_preprocessing,
+              config.train_resize)),
       input_options(config)))
 
 
