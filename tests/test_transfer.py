@@ -90,17 +90,23 @@ def test_a_stopped_fine_tune_resumes_bit_identically(tmp_path):
     np.testing.assert_array_equal(whole[name], parts[name], err_msg=name)
 
 
-def _one_step(config, batch):
-  """The weights after one SGD step from fixed initial weights."""
-  tf.keras.utils.set_random_seed(7)
+def _training_step(config, batch):
+  """(multi_step, an iterator repeating `batch`, the model) on one device."""
   strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
   placement = cluster.Placement(strategy, None, True, 'unused', 'float32', False)
   with strategy.scope():
     model, optimizer = _model_and_optimizer(config)
-  dataset = strategy.experimental_distribute_dataset(
-      tf.data.Dataset.from_tensors(batch).repeat())
-  steps.make_multi_step(config, placement, model, optimizer, 10)(
-      iter(dataset), tf.constant(1))
+  iterator = iter(strategy.experimental_distribute_dataset(
+      tf.data.Dataset.from_tensors(batch).repeat()))
+  multi_step = steps.make_multi_step(config, placement, model, optimizer, 10)
+  return multi_step, iterator, model
+
+
+def _one_step(config, batch):
+  """The weights after one SGD step from fixed initial weights."""
+  tf.keras.utils.set_random_seed(7)
+  multi_step, iterator, model = _training_step(config, batch)
+  multi_step(iterator, tf.constant(1))
   return [w.numpy() for w in model.trainable_weights]
 
 
@@ -122,15 +128,9 @@ def test_micro_batches_give_group_norms_whole_batch_gradients():
 
 def _loop_parallelism(config):
   """parallel_iterations of every while loop in the compiled training step."""
-  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
-  placement = cluster.Placement(strategy, None, True, 'unused', 'float32', False)
-  with strategy.scope():
-    model, optimizer = _model_and_optimizer(config)
   batch = (tf.zeros([32, 8, 8, 3]), tf.zeros([32], tf.int32), tf.ones([32]),
            tf.zeros([32], tf.int32))
-  iterator = iter(strategy.experimental_distribute_dataset(
-      tf.data.Dataset.from_tensors(batch).repeat()))
-  multi_step = steps.make_multi_step(config, placement, model, optimizer, 10)
+  multi_step, iterator, _ = _training_step(config, batch)
   graph = multi_step.get_concrete_function(iterator, tf.constant(1)).graph.as_graph_def()
   nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
   return sorted(n.attr['parallel_iterations'].i for n in nodes
