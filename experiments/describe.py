@@ -19,6 +19,9 @@ import keras
 
 import resnet_v2
 
+from experiments.lib.errors import FlagError
+from experiments.lib.errors import UserError
+
 _DEPTH = flags.DEFINE_enum(
     'depth', None, [str(d) for d in resnet_v2.registered_depths()],
     'A registered depth.')
@@ -34,20 +37,44 @@ _PLOT = flags.DEFINE_string(
 
 def main(argv):
   del argv
+  try:
+    describe()
+  except UserError as e:
+    sys.exit(f'error: {e}')
+
+
+def _parse_blocks(text):
+  """The blocks of --blocks, or a FlagError naming the flag."""
+  try:
+    return resnet_v2.parse_blocks(text)
+  except ValueError as e:
+    raise FlagError(f'--blocks={text!r}: {e}') from None
+
+
+def describe():
+  """Prints (and draws) the networks the flags name.
+
+  Raises:
+    FlagError: If --blocks does not parse, a network cannot be built at
+      --image_size, or --plot is given for two networks or none.
+  """
   specs = []
   if _DEPTH.value is not None:
     specs.append(int(_DEPTH.value))
   if _BLOCKS.value is not None:
-    specs.append(resnet_v2.parse_blocks(_BLOCKS.value))
+    specs.append(_parse_blocks(_BLOCKS.value))
   if _PLOT.value and len(specs) != 1:
-    sys.exit('error: --plot draws one network: give --depth or --blocks, not '
-             'both or neither.')
+    raise FlagError('--plot draws one network: give --depth or --blocks, not '
+                    'both or neither.')
   if not specs:  # The embedded default: a standard depth and a custom spec.
     specs = [50, resnet_v2.parse_blocks('16x2/2, 32x2/2, 64x2')]
   for spec in specs:
-    model = resnet_v2.build_model(
-        spec, _NUM_CLASSES.value or None,
-        input_shape=(_IMAGE_SIZE.value, _IMAGE_SIZE.value, 3))
+    try:
+      model = resnet_v2.build_model(
+          spec, _NUM_CLASSES.value or None,
+          input_shape=(_IMAGE_SIZE.value, _IMAGE_SIZE.value, 3))
+    except ValueError as e:
+      raise FlagError(f'The network cannot be built: {e}') from None
     if not isinstance(spec, int):
       print(f'Block spec: {resnet_v2.format_blocks(spec)}')
     print(resnet_v2.layer_table(model), end='\n\n')

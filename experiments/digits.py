@@ -36,10 +36,10 @@ def classify_with_saved_model(export_dir, count):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from experiments.lib import datasets  # pylint: disable=g-import-not-at-top
+  from experiments.lib import data  # pylint: disable=g-import-not-at-top
 
   served = tf.saved_model.load(export_dir).signatures['serving_default']
-  source = datasets.load_source('digits')
+  source = data.load_source('digits')
   images, labels = [], []
   for image, label in source.read('eval', 1, 0).take(count):
     buffer = io.BytesIO()

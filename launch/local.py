@@ -17,6 +17,14 @@ shared --model_dir by themselves. SIGINT, SIGTERM and SIGHUP sent to the
 launcher are forwarded to every worker, which get --grace_period seconds to
 exit; they never cause a restart, and the launcher then exits with 128+N.
 
+With --evaluator, one more copy runs as TF_CONFIG's `evaluator` task: the same
+command with `--mode=continuous_eval` appended (the last --mode wins), which
+evaluates each checkpoint the workers write and is not one of the cluster's
+workers. Its lines are prefixed `[evaluator] `. It never stops the workers: if
+it fails, they go on and the launcher says so, then exits with its code once
+they have finished. When they finish, the launcher waits for it to evaluate
+the final checkpoint; it is stopped, and restarted, with the group.
+
 Each worker runs in a session of its own, so that a Ctrl-C reaches it once
 (through the launcher, not also from the terminal) and so that stopping a
 worker also stops the processes it started (but a launcher killed by SIGKILL
@@ -53,6 +61,9 @@ _PORT_BASE = flags.DEFINE_integer(
 _GRACE_PERIOD = flags.DEFINE_float(
     'grace_period', 10.0, 'Seconds a worker is given to exit after SIGTERM '
     '(or a forwarded signal) before it is sent SIGKILL.', lower_bound=0.0)
+_EVALUATOR = flags.DEFINE_bool(
+    'evaluator', False, "Also run TF_CONFIG's evaluator task: the command "
+    'with --mode=continuous_eval appended, beside the workers.')
 _STARTUP_TIMEOUT = flags.DEFINE_float(
     'startup_timeout', 0.0, 'If set, seconds within which every worker must '
     'listen on its TF_CONFIG port (MultiWorkerMirroredStrategy starts its '
@@ -76,7 +87,9 @@ class GroupResult(typing.NamedTuple):
       128+N if the launcher was sent signal N.
     failed: The index of the first worker that failed, or None.
     reason: How it failed, e.g. 'died (exit code 3)', 'died (signal
-      SIGKILL)' or 'failed (not listening on 127.0.0.1:4001 after 60s)'.
+      SIGKILL)' or 'failed (not listening on 127.0.0.1:4001 after 60s)';
+      with failed None, how the evaluator failed ('evaluator died (exit
+      code 1)'), whose code is then the exit code.
     stopped_by: The signal number that stopped the launcher, or None.
   """
   exit_code: int
@@ -123,12 +136,14 @@ def cluster_spec(ports):
   return {'worker': [f'{HOST}:{port}' for port in ports]}
 
 
-def tf_config(ports, index):
+def tf_config(ports, index, task_type='worker'):
   """The TF_CONFIG value of worker `index` in the cluster on `ports`.
 
   Args:
     ports: One port per worker, worker 0 (the chief) first.
     index: This worker's task index.
+    task_type: 'worker', or 'evaluator' for the task beside the cluster
+      (index 0; it is not in the cluster, as TF's convention has it).
 
   Returns:
     A JSON string, e.g. '{"cluster": {"worker": ["127.0.0.1:4001",
@@ -137,11 +152,11 @@ def tf_config(ports, index):
   Raises:
     ValueError: If index is not a worker of the cluster.
   """
-  if not 0 <= index < len(ports):
+  if task_type == 'worker' and not 0 <= index < len(ports):
     raise ValueError(f'Worker index {index} is outside the cluster of '
                      f'{len(ports)} workers.')
   return json.dumps({'cluster': cluster_spec(ports),
-                     'task': {'type': 'worker', 'index': index}})
+                     'task': {'type': task_type, 'index': index}})
 
 
 def describe_exit(returncode):
@@ -198,14 +213,15 @@ def _pump(pipe, stream, prefix):
 class _Worker:
   """One running copy of the command, its output pumps and exit watcher."""
 
-  def __init__(self, command, ports, index, exits):
-    env = dict(os.environ, TF_CONFIG=tf_config(ports, index))
+  def __init__(self, command, ports, index, exits, task_type='worker'):
+    env = dict(os.environ, TF_CONFIG=tf_config(ports, index, task_type))
     env.setdefault('PYTHONUNBUFFERED', '1')
     self.index = index
     self.proc = subprocess.Popen(
         command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True)
-    prefix = f'[worker {index}] '.encode()
+    prefix = (f'[worker {index}] ' if task_type == 'worker'
+              else f'[{task_type}] ').encode()
     self._pumps = [
         threading.Thread(target=_pump, args=(pipe, stream, prefix),
                          daemon=True)
@@ -280,7 +296,7 @@ class _Group:
 
 
 def run_group(command, workers, port_base=0, grace_period=10.0,
-              startup_timeout=0.0, received=None):
+              startup_timeout=0.0, received=None, evaluator=False):
   """Runs `workers` copies of `command` as one cluster, until they end.
 
   Args:
@@ -295,6 +311,9 @@ def run_group(command, workers, port_base=0, grace_period=10.0,
     received: A list the caller's signal handlers append signal numbers to.
       Each is forwarded to the workers; any stops the group. None: no
       forwarding.
+    evaluator: Also run the evaluator task (see the module docstring); the
+      group ends when it has too, and it fails the group only once the
+      workers have finished.
 
   Returns:
     A `GroupResult`. The workers have all exited (or been killed) by then.
@@ -307,13 +326,20 @@ def run_group(command, workers, port_base=0, grace_period=10.0,
            else free_ports(workers))
   group = _Group(received)
   say(f'starting {workers} worker{"s" if workers > 1 else ""} on '
-      f'{", ".join(cluster_spec(ports)["worker"])}')
+      f'{", ".join(cluster_spec(ports)["worker"])}'
+      f'{" and an evaluator" if evaluator else ""}')
   try:
     for index in range(workers):
       if received:
         break
       group.workers.append(
           _Worker(command, ports, index, group.exits))
+    evaluations = []  # The evaluator's exit, apart from the workers'.
+    evaluator = evaluator and not received
+    if evaluator:
+      group.workers.append(_Worker(command + ['--mode=continuous_eval'], ports,
+                                   0, evaluations, 'evaluator'))
+    evaluator_failure = ''
     deadline = time.monotonic() + startup_timeout
     unheard = set(range(workers)) if startup_timeout else set()
     while True:
@@ -329,8 +355,14 @@ def run_group(command, workers, port_base=0, grace_period=10.0,
         result = GroupResult(shell_exit_code(returncode), index,
                              f'died ({describe_exit(returncode)})')
         break
-      if len(group.exits) == workers:
-        return GroupResult(0)
+      if evaluations and evaluations[0][1] and not evaluator_failure:
+        evaluator_failure = (
+            f'evaluator died ({describe_exit(evaluations[0][1])})')
+        say(f'{evaluator_failure}; the workers go on')
+      if len(group.exits) == workers and (evaluations or not evaluator):
+        return GroupResult(
+            shell_exit_code(evaluations[0][1]) if evaluator_failure else 0,
+            reason=evaluator_failure)
       unheard = {i for i in unheard if group.workers[i].running()
                  and not _listening(ports[i])}
       if unheard and time.monotonic() > deadline:
@@ -350,7 +382,7 @@ def run_group(command, workers, port_base=0, grace_period=10.0,
 def _usage_error(message):
   say(f'error: {message}\nUsage: python -m launch.local --workers=N '
       '[--max_restarts=K] [--port_base=P] [--grace_period=S] '
-      '[--startup_timeout=S] -- COMMAND [ARGS...]\n'
+      '[--startup_timeout=S] [--evaluator] -- COMMAND [ARGS...]\n'
       'e.g. python -m launch.local --workers=2 -- python -m '
       'experiments.imagenet --strategy=multi_worker --model_dir=/tmp/run1')
   return 2
@@ -381,10 +413,11 @@ def main(argv):
     result = run_group(command, _WORKERS.value, port_base=_PORT_BASE.value,
                        grace_period=_GRACE_PERIOD.value,
                        startup_timeout=_STARTUP_TIMEOUT.value,
-                       received=received)
+                       received=received, evaluator=_EVALUATOR.value)
     if result.failed is None:
-      say('all workers finished' if result.exit_code == 0 else
-          f'stopped by {signal.Signals(result.stopped_by).name}')
+      say(f'stopped by {signal.Signals(result.stopped_by).name}'
+          if result.stopped_by else 'all workers finished' + (
+              f', but the {result.reason}' if result.reason else ''))
       return result.exit_code
     if received or attempt == restarts:
       break

@@ -10,6 +10,8 @@
 
 or, in one call, `model = resnet_v2.build_model(50, num_classes=1001)`; a
 pretrained network of any family, with its published weights:
+`resnet_v2.create_model('bit_r50x1', 10, pretrained=True)` (fetched once
+into a cache, `weight_cache`) or, from a file of yours,
 `resnet_v2.create_model('bit_r50x1', 10, checkpoint_path='BiT-M-R50x1.npz')`.
 """
 
@@ -53,6 +55,7 @@ from resnet_v2.nets import resnet_v2_34
 from resnet_v2.nets import resnet_v2_50
 from resnet_v2.nets import resnet_v2_basic_block
 from resnet_v2.nets import resnet_v2_block
+from resnet_v2 import weight_cache
 from resnet_v2.pretrained import create_model
 from resnet_v2.pretrained import get_model_spec
 from resnet_v2.pretrained import list_models

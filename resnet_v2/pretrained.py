@@ -1,12 +1,13 @@
 """Named pretrained ResNet v2s of every family, and `create_model`.
 
     model = resnet_v2.create_model('bit_r50x1', num_classes=10,
-                                   checkpoint_path='BiT-M-R50x1.npz')
+                                   pretrained=True)
     resnet_v2.list_models()   # ['bit_r101x1', ..., 'timm_resnetv2_50x1_bit']
 
 Each name is a network in its family's layout, built by `build_model` (so
 with slim's scopes, end points and `feature_info`), with what is needed to
-use its published weights: the file and how it names the weights
+use its published weights: the files (URLs, the MD5s Keras publishes,
+fetched into a cache by `weight_cache`), how they name the weights
 (`weight_names`), the classes and their order, and the preprocessing its
 source evaluated with. The families differ in:
 
@@ -40,6 +41,7 @@ from resnet_v2 import arg_scopes
 from resnet_v2 import checkpoints
 from resnet_v2 import models
 from resnet_v2 import nets
+from resnet_v2 import weight_cache
 from resnet_v2 import weight_files
 from resnet_v2 import weight_names
 
@@ -93,6 +95,8 @@ class ModelSpec:
     preprocessing: Its `Preprocessing`.
     weight_file: The published file(s), for messages and the README.
     published_top1: What its source reports, and where.
+    weights: The published files (`weight_cache.PublishedFile`), the
+      default first; empty where none is published.
   """
   name: str
   family: str
@@ -110,6 +114,7 @@ class ModelSpec:
   preprocessing: Preprocessing
   weight_file: str
   published_top1: str
+  weights: Tuple[weight_cache.PublishedFile, ...] = ()
 
 
 _UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3),
@@ -233,31 +238,91 @@ def load(model, spec, path, zero_head=None):
   return with_head
 
 
+def published_file(spec, pretrained=True, num_classes=None):
+  """The published file that `create_model(..., pretrained=...)` loads.
+
+  Of the files with the asked tag, the one whose head has `num_classes`;
+  else one without a head (Keras's `_notop`, smaller, and the model gets a
+  fresh head anyway); else the first, whose head is then replaced.
+
+  Args:
+    spec: A `ModelSpec`.
+    pretrained: True for the spec's default weights (its first file's tag),
+      or a tag: 'BiT-S' or 'BiT-M-ILSVRC2012' for a BiT name.
+    num_classes: The model's classes; None for the file's.
+
+  Returns:
+    A `weight_cache.PublishedFile`.
+
+  Raises:
+    ValueError: If the name has no published weights, or none of that tag.
+  """
+  if not spec.weights:
+    raise ValueError(f'{spec.name} has no published weights '
+                     f'({spec.weight_file}): build it without pretrained, or '
+                     'load your own file with checkpoint_path=.')
+  tag = spec.weights[0].tag if pretrained is True else pretrained
+  files = [f for f in spec.weights if f.tag == tag]
+  if not files:
+    tags = ', '.join(dict.fromkeys(f.tag for f in spec.weights))
+    raise ValueError(f'{spec.name} has no published weights {tag!r}; its '
+                     f'weights are {tags} (pretrained=True: the first).')
+  if num_classes is None:
+    return files[0]
+  fitting = [f for f in files if f.num_classes == num_classes]
+  headless = [f for f in files if f.num_classes is None]
+  return (fitting or headless or files)[0]
+
+
+def fetch_weights(spec, pretrained=True, num_classes=None):
+  """The local path of a spec's published file, fetched into the cache once
+  (`weight_cache.fetch`: $RESNET_V2_HOME, $RESNET_V2_OFFLINE,
+  $RESNET_V2_MIRROR). Arguments as `published_file`'s.
+
+  Raises:
+    ValueError: As `published_file`.
+    weight_cache.FetchError: If the file cannot be fetched or is not the
+      published one.
+  """
+  return weight_cache.fetch(published_file(spec, pretrained, num_classes))
+
+
 def create_model(name, num_classes=None, input_shape=None,
-                 checkpoint_path=None, **build_kwargs):
-  """A named pretrained network, with its published weights if given.
+                 checkpoint_path=None, pretrained=False, **build_kwargs):
+  """A named pretrained network, with its published weights if asked.
 
   timm's convention: `create_model('timm_resnetv2_50', num_classes=10,
-  checkpoint_path='model.safetensors')` builds the network in its family's
-  layout and loads the file, whatever its format (a tf-slim checkpoint, a
-  Keras HDF5 file with or without top, a BiT .npz, a timm .safetensors).
+  pretrained=True)` builds the network in its family's layout, fetches its
+  published file into the cache (once) and loads it; `checkpoint_path=`
+  loads a file of yours instead, whatever its format (a tf-slim checkpoint,
+  a Keras HDF5 file with or without top, a BiT .npz, a timm .safetensors).
 
   Args:
     name: One of `list_models()`.
     num_classes: The head's classes; None for the file's (or, without a
       file, the published head's). A different count gets a fresh head.
     input_shape: The image shape; None for the name's default size.
-    checkpoint_path: The weight file; None for random weights.
+    checkpoint_path: A weight file; None for random weights or `pretrained`.
+    pretrained: True for the published weights (`spec.weights[0]`), or the
+      tag of other published weights of the name (BiT: 'BiT-S',
+      'BiT-M-ILSVRC2012'); False for none.
     **build_kwargs: As for `build` (weight_decay, dtype_policy, ...).
 
   Returns:
     A `keras.Model`; `model.spec` is its `ModelSpec`.
 
   Raises:
-    ValueError: For an unknown name, an unreadable file or one that does not
-      match the network.
+    ValueError: For an unknown name or tag, a name without published
+      weights, an unreadable file or one that does not match the network.
+    weight_cache.FetchError: If the published file cannot be fetched, or
+      is not the published one.
   """
   spec = get_model_spec(name)
+  if pretrained:
+    if checkpoint_path is not None:
+      raise ValueError('Give create_model pretrained= (the published '
+                       'weights) or checkpoint_path= (a file), not both.')
+    checkpoint_path = fetch_weights(spec, pretrained, num_classes)
   if num_classes is None and checkpoint_path is not None:
     num_classes = _head_classes(
         spec, weight_files.open_weights(checkpoint_path)) or spec.num_classes
@@ -277,30 +342,72 @@ def _head_classes(spec, weights):
   return weight_names.shape_to_ours(layout, shape)[-1]
 
 
-def _register_all():
-  """The published networks of the four families."""
+_SLIM = 'http://download.tensorflow.org/models/'
+_KERAS = 'https://storage.googleapis.com/tensorflow/keras-applications/resnet/'
+# keras/src/applications/resnet.py's WEIGHTS_HASHES: (with top, _notop).
+_KERAS_MD5 = {50: ('3ef43a0b657b3be2300d5770ece849e0',
+                   'fac2f116257151a9d068a22e544a4917'),
+              101: ('6343647c601c52e1368623803854d971',
+                    'c0ed64b8031c3730f411d2eb4eea35b5'),
+              152: ('a49b44d1979771252814e80f8ec446f9',
+                    'ed17cf2e0169df9d443503ef94b23b33')}
+_BIT = 'https://storage.googleapis.com/bit_models/'
+
+
+def _timm_hub(model, tag):
+  """timm's file on the Hugging Face hub: repo timm/<model>.<tag> (timm's
+  `resnetv2.py` default_cfgs, hf_hub_id='timm/'), 1000 classes."""
+  return (weight_cache.PublishedFile(
+      f'https://huggingface.co/timm/{model}.{tag}/resolve/main/'
+      'model.safetensors', tag, 1000),)
+
+
+def _register_slim_and_keras():
+  """The published networks of tf-slim and Keras applications."""
   slim = Preprocessing(299, 299, 'slim_inception')
   slim_top1 = {50: '75.6', 101: '77.0', 152: '77.8', 200: '79.9*'}
   for depth in (50, 101, 152, 200):
+    archive = f'resnet_v2_{depth}_2017_04_14.tar.gz'
+    published = (weight_cache.PublishedFile(
+        f'{_SLIM}{archive}', 'imagenet', 1001,
+        member=f'resnet_v2_{depth}.ckpt'),) if depth != 200 else ()
     register_model(ModelSpec(
         f'resnet_v2_{depth}', 'tf-slim', _UNITS[depth], 1, 'last', 'depth',
         'imagenet', 'batch_norm', {}, 1001, 'imagenet+background', 1, False,
-        slim, f'resnet_v2_{depth}_2017_04_14.tar.gz (resnet_v2_{depth}.ckpt)',
-        f'{slim_top1[depth]} (tf-slim README; * from the paper)'))
+        slim, f'{archive} (resnet_v2_{depth}.ckpt)' if published else
+        'none: tf-slim publishes no resnet_v2_200 checkpoint',
+        f'{slim_top1[depth]} (tf-slim README; * from the paper)',
+        published))
   keras_top1 = {50: '76.0', 101: '77.2', 152: '78.0'}
   for depth in (50, 101, 152):
+    name = f'resnet{depth}v2_weights_tf_dim_ordering_tf_kernels'
+    published = tuple(
+        weight_cache.PublishedFile(f'{_KERAS}{name}{suffix}.h5', 'imagenet',
+                                   classes, md5)
+        for suffix, classes, md5 in zip(('', '_notop'), (1000, None),
+                                        _KERAS_MD5[depth]))
     register_model(ModelSpec(
         f'keras_resnet{depth}v2', 'keras', _UNITS[depth], 1, 'last',
         'first_unit', 'imagenet_zero_pad', 'batch_norm',
         {'batch_norm_epsilon': 1.001e-5, 'batch_norm_decay': 0.99}, 1000,
         'imagenet', 0, False, Preprocessing(224, 224, 'central_crop'),
-        f'resnet{depth}v2_weights_tf_dim_ordering_tf_kernels[_notop].h5',
-        f'{keras_top1[depth]} (keras.io applications table)'))
+        f'{name}[_notop].h5',
+        f'{keras_top1[depth]} (keras.io applications table)', published))
+
+
+def _register_bit_and_timm():
+  """The published networks of BiT and timm (timm's BiT among them)."""
   bit = {'groups': 32, 'group_norm_epsilon': 1e-5,
          'standardization_epsilon': 1e-10, 'conv_biases': False}
   bit_top1 = {(50, 1): '80.4', (50, 3): '84.0', (101, 1): '82.3',
               (101, 3): '84.4', (152, 2): '84.5', (152, 4): '84.9'}
   for (depth, width), top1 in bit_top1.items():
+    size = f'R{depth}x{width}'
+    published = tuple(
+        weight_cache.PublishedFile(f'{_BIT}{file}.npz', tag, classes)
+        for file, tag, classes in (
+            (f'BiT-M-{size}', 'BiT-M', 21843), (f'BiT-S-{size}', 'BiT-S', 1000),
+            (f'BiT-M-{size}-ILSVRC2012', 'BiT-M-ILSVRC2012', 1000)))
     register_model(ModelSpec(
         f'bit_r{depth}x{width}', 'bit', _UNITS[depth], width, 'first',
         'stride', 'imagenet_zero_pad', 'group_norm', bit, 21843,
@@ -308,7 +415,7 @@ def _register_all():
         f'BiT-M-R{depth}x{width}.npz (ImageNet-21k), BiT-S-R{depth}x{width}'
         f'.npz, BiT-M-R{depth}x{width}-ILSVRC2012.npz (ImageNet-1k)',
         f'{top1} for BiT-M-R{depth}x{width}-ILSVRC2012 at 448-480 px (timm\'s'
-        ' measurement of these weights)'))
+        ' measurement of these weights)', published))
   timm_bn = {'batch_norm_epsilon': 1e-5, 'batch_norm_decay': 0.9,
              'conv_biases': False}
   timm = Preprocessing(224, 288, 'central_crop', 0.95, 'bicubic')
@@ -319,7 +426,8 @@ def _register_all():
         'first_unit', 'imagenet_symmetric', 'batch_norm', timm_bn, 1000,
         'imagenet', 0, False, timm,
         f'resnetv2_{depth}.a1h_in1k model.safetensors',
-        f'{top1} (timm results-imagenet.csv)'))
+        f'{top1} (timm results-imagenet.csv)',
+        _timm_hub(f'resnetv2_{depth}', 'a1h_in1k')))
   register_model(ModelSpec(
       'timm_resnetv2_50x1_bit', 'timm', _UNITS[50], 1, 'first', 'first_unit',
       'imagenet_zero_pad', 'group_norm',
@@ -327,7 +435,9 @@ def _register_all():
       1000, 'imagenet', 0, True,
       Preprocessing(224, 224, 'central_crop', 0.875, 'bicubic'),
       'resnetv2_50x1_bit.goog_distilled_in1k model.safetensors',
-      '82.82 at 224 (timm results-imagenet.csv)'))
+      '82.82 at 224 (timm results-imagenet.csv)',
+      _timm_hub('resnetv2_50x1_bit', 'goog_distilled_in1k')))
 
 
-_register_all()
+_register_slim_and_keras()
+_register_bit_and_timm()

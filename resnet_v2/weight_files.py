@@ -2,8 +2,8 @@
 
 The families of ResNet v2 publish weights in four formats:
 
-- tf-slim: TF1 checkpoints (`resnet_v2_50.ckpt`: an `.index` and data
-  files), read with TensorFlow's checkpoint reader.
+- tf-slim: TF1 checkpoints (`resnet_v2_50.ckpt`: one V1 file, or a V2
+  `.index` and data files), read with TensorFlow's checkpoint reader.
 - Keras applications: legacy HDF5 weight files
   (`resnet50v2_weights_tf_dim_ordering_tf_kernels[_notop].h5`), read with
   h5py: one group per layer, its `weight_names` attribute naming its
@@ -16,19 +16,45 @@ The families of ResNet v2 publish weights in four formats:
 
 `open_weights` tells them apart by what the file holds, not by its name, and
 returns a `WeightFile`: the keys with their shapes, and a reader for one
-array.
+array. A file that is there but cannot be read whole (cut short by an
+interrupted download or copy, or damaged) raises `UnreadableWeightsError`,
+whichever library found it out, when opened or when an array is read.
 """
 
 import json
 import os
 import struct
 import zipfile
+import zlib
 
 import numpy as np
+from safetensors import SafetensorError
 import tensorflow as tf
 
 _HDF5_MAGIC = b'\x89HDF\r\n\x1a\n'
 _ZIP_MAGIC = b'PK\x03\x04'
+_V1_MAGIC = bytes.fromhex('57fb808b247547db')  # leveldb's table footer
+
+
+class UnreadableWeightsError(ValueError):
+  """A weight file that is there but cannot be read: cut short or damaged."""
+
+  def __init__(self, path, error):
+    """Names the file and the reason of the reader (`error`) that failed."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else ''
+    super().__init__(
+        f'{path} cannot be read as weights ({reason or type(error).__name__}).'
+        ' If it was cut short or damaged (an interrupted download or copy), '
+        'download or copy it again.')
+
+
+# What each reader raises for a file cut short or damaged: TF's checkpoint
+# reader an OpError, or an IndexError for a truncated data file; h5py an
+# OSError; NumPy's zip a BadZipFile (a bad CRC too), zlib.error or EOFError;
+# safetensors a SafetensorError.
+_READ_ERRORS = (tf.errors.OpError, OSError, IndexError, EOFError,
+                zipfile.BadZipFile, zlib.error, json.JSONDecodeError,
+                SafetensorError)
 
 
 class WeightFile:
@@ -45,8 +71,15 @@ class WeightFile:
     self._read = read
 
   def read(self, key):
-    """The array stored under `key`, as NumPy."""
-    return np.asarray(self._read(key))
+    """The array stored under `key`, as NumPy.
+
+    Raises:
+      UnreadableWeightsError: If the file is cut short or damaged there.
+    """
+    try:
+      return np.asarray(self._read(key))
+    except _READ_ERRORS as e:
+      raise UnreadableWeightsError(self.path, e) from None
 
 
 def _tf_checkpoint(path):
@@ -107,6 +140,17 @@ def _is_safetensors(head):
   return 0 < length < 100 << 20 and head[8:9] == b'{'
 
 
+def _is_v1_checkpoint(path):
+  """A TF1 checkpoint in the V1 format, one file (`resnet_v2_50.ckpt` in
+  tf-slim's 2017 archives): a table that ends with its magic number."""
+  with open(path, 'rb') as f:
+    f.seek(0, os.SEEK_END)
+    if f.tell() < 8:
+      return False
+    f.seek(-8, os.SEEK_END)
+    return f.read() == _V1_MAGIC
+
+
 def open_weights(path):
   """Opens a weight file of any of the four formats, by its content.
 
@@ -118,6 +162,7 @@ def open_weights(path):
     A `WeightFile`.
 
   Raises:
+    UnreadableWeightsError: If the file is cut short or damaged.
     ValueError: If nothing readable is there, saying what was expected.
   """
   path = os.fspath(path)
@@ -140,9 +185,10 @@ def open_weights(path):
       return _npz(path)
     if _is_safetensors(head):
       return _safetensors(path)
-  except (tf.errors.OpError, OSError, zipfile.BadZipFile,
-          json.JSONDecodeError) as e:
-    raise ValueError(f'{path} cannot be read as weights: {e}') from None
+    if _is_v1_checkpoint(path):
+      return _tf_checkpoint(path)
+  except _READ_ERRORS as e:
+    raise UnreadableWeightsError(path, e) from None
   raise ValueError(
       f'{path} is not a weight file this library reads: expected a TF '
       "checkpoint (tf-slim's or ours), a Keras HDF5 weights file, a BiT .npz "

@@ -3,7 +3,7 @@ images would be: PNG files in train/ and validation/, one folder per class."""
 
 from PIL import Image
 
-from experiments.lib import datasets
+from experiments.lib import data
 
 
 def write(root, digits, train_per_class=None, names=None):
@@ -18,7 +18,7 @@ def write(root, digits, train_per_class=None, names=None):
   Returns:
     root, as a string.
   """
-  source = datasets.load_source('digits')
+  source = data.load_source('digits')
   for split, folder in (('train', 'train'), ('eval', 'validation')):
     counts = {}
     for index, (image, label) in enumerate(source.read(split, 1, 0).as_numpy_iterator()):

@@ -8,7 +8,7 @@
 
 Every image is a real Pillow-encoded JPEG. A class is drawn as two colours in
 a stripe or checker pattern fixed by its synset, plus per-image noise and
-phase, so a classifier could learn the classes. `experiments.lib.datasets`
+phase, so a classifier could learn the classes. `experiments.lib.data`
 prepares the real builder from such a directory. Checked against tensorflow-datasets 4.9.10
 and TF 2.21 on CPU:
 
@@ -26,7 +26,7 @@ and TF 2.21 on CPU:
    logs a warning and leaves the test split out. The code does the same for
    a missing train or val tar, as long as one of them is there.
 
-2. Preparing and loading (done by `experiments.lib.datasets`). The call is
+2. Preparing and loading (done by `experiments.lib.data`). The call is
    `tfds.builder('imagenet2012', data_dir=d).download_and_prepare(
    download_config=tfds.download.DownloadConfig(manual_dir=m))`. TFDS 4.9.10
    has a bug here (tensorflow/datasets#11212): it declares

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from experiments.lib import augmentation
-from experiments.lib import datasets
+from experiments.lib import data
 from experiments.lib import input_pipeline
 
 
@@ -54,7 +54,7 @@ def test_randaugment_is_a_function_of_the_seed():
 
 
 def test_augmented_stream_resumes_at_any_step():
-  source = datasets.load_source('digits')
+  source = data.load_source('digits')
   extras = dict(augment=augmentation.example_augmenter(2, 0.5),
                 mix=augmentation.batch_mixer(0.2, 1.0, 10))
   context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,

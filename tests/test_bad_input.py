@@ -126,3 +126,42 @@ def test_reuse_is_slims_none_and_true_says_how_keras_shares():
     assert net.shape == (None, 10)
     with pytest.raises(ValueError, match='call the same model again|calling the same model'):
       resnet_v2.resnet_v2(inputs, resnet_v2.parse_blocks('4x1'), reuse=True, scope='again')
+
+
+def _weight_files(directory):
+  """A small weight file of each format, as {kind: path to open}, and the
+  file of each that a cut-short copy would end early."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  arrays = {'kernel': np.ones((32, 32), np.float32), 'bias': np.ones(32, np.float32)}
+  save_file(arrays, directory / 'timm.safetensors')
+  np.savez(directory / 'bit.npz', **arrays)
+  with h5py.File(directory / 'keras.h5', 'w') as f:
+    f.attrs['layer_names'] = [b'dense']
+    f.create_group('dense').attrs['weight_names'] = [b'dense/kernel:0']
+    f['dense']['dense/kernel:0'] = arrays['kernel']
+  prefix = tf.train.Checkpoint(kernel=tf.Variable(arrays['kernel'])).write(
+      str(directory / 'slim' / 'model.ckpt'))
+  return {'safetensors': (directory / 'timm.safetensors',) * 2,
+          'npz': (directory / 'bit.npz',) * 2,
+          'keras_h5': (directory / 'keras.h5',) * 2,
+          'tf_checkpoint data': (prefix, directory / 'slim' / 'model.ckpt.data-00000-of-00001'),
+          'tf_checkpoint index': (prefix, directory / 'slim' / 'model.ckpt.index')}
+
+
+@pytest.mark.parametrize('kind', ['safetensors', 'npz', 'keras_h5', 'tf_checkpoint data',
+                                  'tf_checkpoint index'])
+def test_a_weight_file_cut_short_is_one_clear_error(tmp_path, kind):
+  """A download cut short fails as UnreadableWeightsError naming the file and
+  what to do, whichever reader finds out, on opening or on reading."""
+  path, file = _weight_files(tmp_path)[kind]
+  whole = file.read_bytes()
+  for kept in (len(whole) // 2, len(whole) - 8):
+    file.write_bytes(whole[:kept])
+    with pytest.raises(resnet_v2.weight_files.UnreadableWeightsError,
+                       match='cannot be read as weights .*download or copy it again'):
+      weights = resnet_v2.open_weights(str(path))
+      for key in weights.shapes:
+        weights.read(key)

@@ -9,13 +9,16 @@ import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 import resnet_v2
 from experiments.lib import config as config_lib
 from experiments.lib import export
 from experiments.lib import network
 from experiments.lib import preprocessing
+from experiments.lib import train
 from tests import run_cli
+from tests import tiny_run
 
 SIZE = 16
 # What serving_default does to encoded images: the small-image evaluation.
@@ -190,6 +193,18 @@ def test_command_line_exports_a_mixed_precision_run_in_float32(tmp_path):
   assert _tflite(str(tmp_path / 'f32'))
 
 
+def _onnx(path, tmp_path):
+  """The serve_images signature converted by tf2onnx's command line (the
+  README's ONNX path), loaded in onnxruntime; run(images) -> its outputs."""
+  onnxruntime = pytest.importorskip('onnxruntime')
+  subprocess.run([sys.executable, '-m', 'tf2onnx.convert', '--saved-model', path,
+                  '--signature_def', 'serve_images', '--output', str(tmp_path / 'm.onnx')],
+                 check=True, capture_output=True)
+  session = onnxruntime.InferenceSession(str(tmp_path / 'm.onnx'))
+  names = [o.name for o in session.get_outputs()]
+  return lambda images: dict(zip(names, session.run(None, {'images': images})))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('arg_sc', [resnet_v2.resnet_arg_scope(),
                                     resnet_v2.bit_arg_scope(groups=4)],
@@ -197,7 +212,6 @@ def test_command_line_exports_a_mixed_precision_run_in_float32(tmp_path):
 def test_serve_images_converts_to_onnx_and_runs_in_onnxruntime(tmp_path, arg_sc):
   """The README's ONNX path: tf2onnx's command line on the serve_images
   signature, run in onnxruntime, agrees with the SavedModel, strings too."""
-  onnxruntime = pytest.importorskip('onnxruntime')
   model = resnet_v2.build_model(resnet_v2.parse_blocks('4x1/2, 8x1'), 5,
                                 input_shape=(SIZE, SIZE, 3), stem='cifar', arg_sc=arg_sc)
   rng = np.random.default_rng(0)
@@ -207,15 +221,47 @@ def test_serve_images_converts_to_onnx_and_runs_in_onnxruntime(tmp_path, arg_sc)
   path = str(tmp_path / 'export')
   export.export_saved_model(model, path, SIZE, PREPROCESS, top_k=3,
                             labels=[f'class_{i}' for i in range(5)])
-  subprocess.run([sys.executable, '-m', 'tf2onnx.convert', '--saved-model', path,
-                  '--signature_def', 'serve_images', '--output', str(tmp_path / 'm.onnx')],
-                 check=True, capture_output=True)
-  session = onnxruntime.InferenceSession(str(tmp_path / 'm.onnx'))
   images = rng.uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
-  got = dict(zip([o.name for o in session.get_outputs()],
-                 session.run(None, {'images': images})))
+  got = _onnx(path, tmp_path)(images)
   want = tf.saved_model.load(path).signatures['serve_images'](images=tf.constant(images))
   np.testing.assert_allclose(got['probabilities'], want['probabilities'], atol=1e-6)
   np.testing.assert_array_equal(got['class_ids'], want['class_ids'])
   assert got['classes'].tolist() == want['classes'].numpy().astype(str).tolist()
   assert got['classes'][0, 0].startswith('class_')
+
+
+def _dtypes(path):
+  """Every dtype that an op of the SavedModel in `path` takes or makes, in
+  its graph and in every function the signatures call."""
+  proto = saved_model_pb2.SavedModel()
+  with open(f'{path}/saved_model.pb', 'rb') as f:
+    proto.ParseFromString(f.read())
+  graph = proto.meta_graphs[0].graph_def
+  nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+  return {tf.dtypes.as_dtype(t).name for n in nodes for value in n.attr.values()
+          for t in [value.type, *value.list.type] if t}
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings('ignore:.*tf.lite.Interpreter is deprecated')
+def test_a_mixed_precision_run_exports_float32_by_default(tmp_path):
+  """--precision=auto trains in mixed_bfloat16 on CPUs with AMX; the export
+  that ends the run, with the default flags, computes in float32 (the
+  trained weights are float32 variables anyway), so TFLite and ONNX take it."""
+  run = tmp_path / 'run'
+  summary = train.run(config_lib.Config(**dict(
+      tiny_run.RUN, precision='mixed_bfloat16', train_steps=2, steps_per_loop=2,
+      mode='train', model_dir=str(run))))
+  path = summary['export_dir']
+  assert path == str(run / 'export')
+  dtypes = _dtypes(path)
+  assert 'float32' in dtypes and not dtypes & {'bfloat16', 'float16'}, dtypes
+  served = tf.saved_model.load(path).signatures['serve_images']
+  size = served.structured_input_signature[1]['images'].shape[1]  # digits: 8
+  images = np.random.default_rng(5).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+  want = served(images=tf.constant(images))
+  tflite = tf.lite.Interpreter(model_content=_tflite(path)).get_signature_runner(
+      'serve_images')
+  for got in tflite(images=images), _onnx(path, tmp_path)(images):
+    np.testing.assert_allclose(got['probabilities'], want['probabilities'], atol=1e-5)
+    np.testing.assert_array_equal(got['class_ids'], want['class_ids'])

@@ -10,14 +10,17 @@ import json
 import os
 import re
 import signal
+import threading
+import time
 
 import numpy as np
 from PIL import Image
 import pytest
 import tensorflow as tf
 
-from experiments.lib import datasets
+from experiments.lib import data
 from experiments.lib import errors
+from experiments.lib import stop_requests
 from experiments.lib import train
 from experiments.lib.config import Config
 from tests import run_cli
@@ -102,7 +105,7 @@ def test_second_run_on_a_model_dir_is_refused_and_a_dead_holder_explained(tmp_pa
   flags = ['--show=0', *_flags(tmp_path, train_steps=100000, mode='train')]
   first = run_cli.start('experiments.digits', *flags)
   try:
-    run_cli.wait_for(first, r'step 10/')
+    run_cli.wait_for(first, r'step 15/')  # ckpt-10, which the export below needs, is whole
     second = run_cli.run('experiments.digits', *flags, check=False)
     assert second.returncode == 1 and 'Traceback' not in second.stdout
     assert f'pid {first.pid}' in second.stdout and 'is using' in second.stdout
@@ -176,11 +179,57 @@ def test_ctrl_c_saves_at_the_next_step_boundary(tmp_path):
                           *_flags(tmp_path, train_steps=100000, mode='train'))
   run_cli.wait_for(process, r'step 15/')
   process.send_signal(signal.SIGINT)
-  output = process.communicate(timeout=120)[0]
+  output = process.communicate(timeout=600)[0]
   assert process.returncode == 0, output[-3000:]
   stopped = int(re.search(r'Stopped at step (\d+)', output).group(1))
   assert tf.train.latest_checkpoint(str(tmp_path)).endswith(f'ckpt-{stopped}')
   assert 'Traceback' not in output and 'KeyboardInterrupt' not in output
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_answered_at_once_during_a_long_compiled_call(tmp_path):
+  """One compiled call of a million steps (hours): the first Ctrl-C is
+  answered while it runs, and a second one ends the process at once, with
+  exit code 130 and nothing saved."""
+  steps = 1000000
+  process = run_cli.start('experiments.digits', '--show=0', *_flags(
+      tmp_path, train_steps=steps, steps_per_loop=steps, log_every=steps,
+      checkpoint_every=steps, mode='train'))
+  try:
+    run_cli.wait_for(process, r'Training ')
+    run_cli.wait_until_blocked(process)  # inside the compiled call
+    process.send_signal(signal.SIGINT)
+    lines = run_cli.wait_for(process, r'SIGINT received: saving a checkpoint',
+                             timeout=120)
+    process.send_signal(signal.SIGINT)
+    output = ''.join(lines) + process.communicate(timeout=120)[0]
+  finally:
+    process.kill()
+    process.wait()
+  assert process.returncode == 128 + signal.SIGINT, output[-3000:]
+  assert 'Second Ctrl-C: stopping at once, without saving.' in output
+  assert not re.search(r'step \d+/', output), output[-3000:]
+  assert not list(tmp_path.glob('ckpt-*'))
+  assert 'Traceback' not in output and 'KeyboardInterrupt' not in output
+
+
+def test_stop_requests_answer_sigterm_and_put_back_what_they_found(caplog):
+  handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+  stops = stop_requests.StopRequests()
+  try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while stops.received is None:  # Until the watcher thread has answered.
+      assert time.monotonic() < deadline, 'SIGTERM was not answered'
+      time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)  # A second one changes nothing.
+  finally:
+    stops.restore()
+  assert stops.received == signal.SIGTERM
+  assert caplog.text.count('SIGTERM received: saving a checkpoint') == 1
+  assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
+  assert signal.set_wakeup_fd(-1) == -1
+  assert not [t for t in threading.enumerate() if t.name == 'stop_requests']
 
 
 # --- Data is checked before the first step ----------------------------------
@@ -199,7 +248,7 @@ def _folder(root, classes, images_per_class, good=True):
 
 def test_folder_of_undecodable_images_is_an_error_before_training(tmp_path):
   _folder(tmp_path / 'data', ['a', 'b'], 12, good=False)
-  with pytest.raises(datasets.DataError, match=r'None of the first .* decodes(.|\n)*0\.png'):
+  with pytest.raises(data.DataError, match=r'None of the first .* decodes(.|\n)*0\.png'):
     train.run(Config(**dict(TINY, dataset=str(tmp_path / 'data'), image_size=8),
                      model_dir=str(tmp_path / 'run'), train_steps=5))
   assert not (tmp_path / 'run').exists() or not list((tmp_path / 'run').glob('ckpt-*'))
@@ -207,16 +256,16 @@ def test_folder_of_undecodable_images_is_an_error_before_training(tmp_path):
 
 def test_folder_splits_and_classes_are_checked(tmp_path):
   _folder(tmp_path / 'only_train' / 'train', ['a', 'b'], 20)
-  source = datasets.load_source(str(tmp_path / 'only_train'), image_size=8)
+  source = data.load_source(str(tmp_path / 'only_train'), image_size=8)
   assert (source.num_classes, source.num_train, source.num_eval) == (2, 36, 4)
 
   _folder(tmp_path / 'mismatch' / 'train', ['cat', 'dog'], 2)
   _folder(tmp_path / 'mismatch' / 'validation', ['cat', 'wolf'], 2)
-  with pytest.raises(datasets.DataError, match=r"dog(.|\n)*wolf"):
-    datasets.load_source(str(tmp_path / 'mismatch'))
+  with pytest.raises(data.DataError, match=r"dog(.|\n)*wolf"):
+    data.load_source(str(tmp_path / 'mismatch'))
 
   _folder(tmp_path / 'tiny', ['a', 'b'], 3)  # every 10th image held out: none
-  with pytest.raises(datasets.DataError, match='evaluation split .* is empty'):
+  with pytest.raises(data.DataError, match='evaluation split .* is empty'):
     train.run(Config(**dict(TINY, dataset=str(tmp_path / 'tiny'), image_size=8),
                      model_dir=str(tmp_path / 'run'), train_steps=5))
 
@@ -225,7 +274,7 @@ def test_only_regular_files_are_read(tmp_path):
   _folder(tmp_path / 'data', ['a', 'b'], 10)
   os.mkfifo(tmp_path / 'data' / 'a' / 'never_ends.png')
   os.symlink('/dev/zero', tmp_path / 'data' / 'b' / 'zeros.png')
-  source = datasets.load_source(str(tmp_path / 'data'), image_size=8)
+  source = data.load_source(str(tmp_path / 'data'), image_size=8)
   assert source.num_train + source.num_eval == 20
 
 
@@ -279,8 +328,9 @@ def small_disk(tmp_path):
   os.system(f'umount -l {mount}')
 
 
-def _fill(disk):
-  """Fills a disk to the last byte, with a file that `disk / 'filler'` names."""
+def _fill(disk, leave=0):
+  """Fills a disk to the last byte, with a file that `disk / 'filler'` names,
+  then frees `leave` bytes of it (a multiple of the 4 KiB page)."""
   with open(disk / 'filler', 'wb', buffering=0) as filler:
     for chunk in (1 << 16, 1 << 12, 1):
       try:
@@ -288,6 +338,7 @@ def _fill(disk):
           filler.write(b'\0' * chunk)
       except OSError:  # No space left on device.
         pass
+    filler.truncate(filler.tell() - leave)
 
 
 @pytest.mark.slow
@@ -303,7 +354,7 @@ def test_full_disk_while_writing_metrics_keeps_the_checkpoints(small_disk):
       steps_per_loop=1, mode='train'))
   run_cli.wait_for(process, r'step 8/')
   _fill(small_disk)
-  output = process.communicate(timeout=120)[0]
+  output = process.communicate(timeout=600)[0]
   assert process.returncode == 1 and 'Traceback' not in output, output[-3000:]
   assert re.search(r'Could not write (.*metrics\.jsonl|the TensorBoard summaries).* \(.*No '
                    r'space left on device.*\)\. The run stopped; the newest checkpoint kept is '
@@ -321,19 +372,20 @@ def test_full_disk_stops_the_run_and_keeps_the_last_checkpoint(small_disk):
   flags = ['--show=0', *_flags(run_dir, train_steps=100000, mode='train')]
   process = run_cli.start('experiments.digits', *flags)
   run_cli.wait_for(process, r'step 15/')  # ckpt-10 is complete
-  with open(small_disk / 'filler', 'wb', buffering=0) as filler:
-    try:
-      while True:
-        filler.write(b'\0' * (1 << 16))
-    except OSError:  # No space left on device.
-      pass
-  output = process.communicate(timeout=120)[0]
+  # Room for the two log lines (metrics.jsonl, summaries) at most that come
+  # before the next checkpoint, not for a checkpoint (25 KB): whatever step
+  # the run has reached, a checkpoint is the first write that fails.
+  _fill(small_disk, leave=16 << 10)
+  output = process.communicate(timeout=600)[0]
   assert process.returncode == 1 and 'Traceback' not in output, output[-3000:]
-  assert re.search(r'Could not write checkpoint \d+ .*No space left on device.* newest '
-                   r'checkpoint kept is .*ckpt-\d+', output), output[-3000:]
+  kept = re.search(r'Could not write checkpoint \d+ .*No space left on device.* newest '
+                   r'checkpoint kept is .*ckpt-(\d+)', output)
+  assert kept, output[-3000:]
   assert not list(run_dir.glob('*_temp'))  # the partial write is gone
   os.remove(small_disk / 'filler')
+  # However far the run got before the disk filled: ten steps more.
+  step = int(kept.group(1))
   resumed = run_cli.run('experiments.digits', '--show=0',
-                        *_flags(run_dir, train_steps=40, mode='train'))
-  assert re.search(r'Resumed from .*ckpt-\d+ at step \d+', resumed.stdout)
-  assert 'step 40/40' in resumed.stdout
+                        *_flags(run_dir, train_steps=step + 10, mode='train'))
+  assert re.search(rf'Resumed from .*ckpt-{step} at step {step}\.', resumed.stdout)
+  assert f'step {step + 10}/{step + 10}' in resumed.stdout

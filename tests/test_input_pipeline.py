@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from experiments.lib import datasets
+from experiments.lib import data
 from experiments.lib import input_pipeline
 from experiments.lib import network
 from experiments.lib import preprocessing
@@ -29,7 +29,7 @@ def _batches(dataset_fn, count, context=None):
 
 
 def test_resuming_replays_the_same_stream():
-  source = datasets.load_source('digits')  # 1437 training images
+  source = data.load_source('digits')  # 1437 training images
   batch, steps = 100, 40  # a little less than 3 epochs
   full = _batches(input_pipeline.train_dataset_fn(source, 8, batch, 7, 0, steps), steps)
   for start in (1, 14, 15, 29):  # 14 * 100 < 1437 < 15 * 100: an epoch boundary
@@ -41,7 +41,7 @@ def test_resuming_replays_the_same_stream():
 
 
 def test_epochs_are_reshuffled_and_complete():
-  source = datasets.load_source('digits')
+  source = data.load_source('digits')
   batches = _batches(input_pipeline.train_dataset_fn(source, 8, 479, 3, 0, 6), 6)
   labels = np.concatenate([b[1] for b in batches])
   first, second = labels[:1437], labels[1437:2874]
@@ -52,7 +52,7 @@ def test_epochs_are_reshuffled_and_complete():
 
 
 def test_pipelines_read_disjoint_shards():
-  source = datasets.load_source('digits')
+  source = data.load_source('digits')
   fn = input_pipeline.eval_dataset_fn(source, 8, 64)
 
   def real_images(context):
@@ -85,7 +85,7 @@ def _write_folder(root, corrupt):
 
 def test_corrupt_images_become_counted_stand_ins(tmp_path):
   _write_folder(tmp_path, corrupt={('a', 1), ('b', 3)})
-  source = datasets.load_source(str(tmp_path), image_size=16)
+  source = data.load_source(str(tmp_path), image_size=16)
   assert (source.num_classes, source.num_train, source.num_eval) == (2, 10, 10)
   batches = _batches(input_pipeline.train_dataset_fn(source, 16, 5, 0, 0, 4), 4)
   weights = np.concatenate([b[2] for b in batches])
@@ -129,6 +129,6 @@ def test_random_flip_auto_is_the_data_sets_own(tmp_path):
   for dataset, flag, expected in (('digits', None, False), (str(tmp_path), None, True),
                                   (str(tmp_path), False, False), ('digits', True, True)):
     config = Config(dataset=dataset, depth=50, random_flip=flag)
-    source = datasets.load_source(dataset, image_size=16)
+    source = data.load_source(dataset, image_size=16)
     resolved = train.resolve(config, network.resolve(config), source)
     assert resolved.random_flip is expected, (dataset, flag)

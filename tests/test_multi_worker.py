@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.slow
 TRAIN = ['--dataset=digits', '--blocks=4x1/2, 8x1', '--stem=cifar',
          '--batch_size=32', '--lr_reference_batch=32', '--warmup_epochs=0',
          '--sync_batch_norm', '--deterministic', '--seed=1', '--mode=train',
-         '--show=0', '--startup_timeout=120']
+         '--show=0', '--startup_timeout=600']
 
 
 def _launch(workers, model_dir, *flags, max_restarts=0):
@@ -43,7 +42,7 @@ def test_two_workers_train_like_one_process(tmp_path):
   steps = ['--train_steps=20', '--log_every=2', '--steps_per_loop=2',
            '--checkpoint_every=10']
   process = _launch(2, tmp_path / 'workers', *steps)
-  output = process.communicate(timeout=600)[0]
+  output = process.communicate(timeout=900)[0]
   assert process.returncode == 0, output[-4000:]
   assert '[worker 0]' in output and '[worker 1]' in output
   assert re.search(r"\[worker 0\] .*with CollectiveAllReduceStrategy \(2 replicas\)", output)
@@ -69,25 +68,22 @@ def _children(pid):
 
 
 def test_a_killed_worker_restarts_the_group_which_resumes(tmp_path):
-  process = _launch(2, tmp_path, '--train_steps=40', '--log_every=5',
+  # The group trains on while the line is read: it is killed at step 15 or
+  # later, but long before the last step.
+  process = _launch(2, tmp_path, '--train_steps=100', '--log_every=5',
                     '--steps_per_loop=5', '--checkpoint_every=10', max_restarts=1)
-  lines, deadline = [], time.time() + 300
-  for line in process.stdout:
-    lines.append(line)
-    if re.search(r'\[worker 0\] .*step 15/40', line):
-      break
-    assert time.time() < deadline, ''.join(lines[-40:])
+  lines = run_cli.wait_for(process, r'\[worker 0\] .*step 15/100')
   workers = _children(process.pid)
   assert len(workers) == 2
   os.kill(workers[1], signal.SIGKILL)
-  output = ''.join(lines) + process.communicate(timeout=600)[0]
+  output = ''.join(lines) + process.communicate(timeout=900)[0]
   assert process.returncode == 0, output[-4000:]
   assert 'restarting the group (1/1)' in output
   resumed = re.search(r'\[worker 0\] .*Resumed from .*ckpt-(\d+) at step (\d+)', output)
   assert resumed and resumed.group(1) == resumed.group(2) and int(resumed.group(1)) >= 10
-  assert re.search(r'\[worker 0\] .*step 40/40', output)
-  assert os.path.exists(tmp_path / 'ckpt-40.index')
-  assert not os.path.exists(tmp_path / 'ckpt-45.index')
+  assert re.search(r'\[worker 0\] .*step 100/100', output)
+  assert os.path.exists(tmp_path / 'ckpt-100.index')
+  assert not os.path.exists(tmp_path / 'ckpt-105.index')
 
 
 def _one_worker(tf_config, model_dir, *flags):
@@ -96,18 +92,20 @@ def _one_worker(tf_config, model_dir, *flags):
       [sys.executable, '-m', 'experiments.digits', '--strategy=multi_worker',
        f'--model_dir={model_dir}', *TRAIN, *flags], cwd=run_cli.ROOT,
       env=dict(run_cli.env(), TF_CONFIG=json.dumps(tf_config)),
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180)
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
 
 
 def test_a_taken_port_fails_fast_with_a_clear_message(tmp_path):
+  """Before waiting for its peer: a start-up timeout of a day would outlast
+  the test's own."""
   with socket.socket() as taken:
     taken.bind(('127.0.0.1', 0))
     taken.listen()
     port = taken.getsockname()[1]
-    started = time.time()
     result = _one_worker({'cluster': {'worker': [f'127.0.0.1:{port}', '127.0.0.1:1']},
-                          'task': {'type': 'worker', 'index': 0}}, tmp_path)
-  assert result.returncode == 1 and time.time() - started < 60
+                          'task': {'type': 'worker', 'index': 0}}, tmp_path,
+                         '--startup_timeout=86400')
+  assert result.returncode == 1, result.stdout[-3000:]
   assert f'cannot listen on 127.0.0.1:{port} from TF_CONFIG' in result.stdout
   assert 'Traceback' not in result.stdout
 
@@ -128,13 +126,11 @@ def test_an_absent_peer_times_out_instead_of_hanging(tmp_path):
   with socket.socket() as probe:
     probe.bind(('127.0.0.1', 0))
     free = probe.getsockname()[1]
-  started = time.time()
   result = _one_worker({'cluster': {'worker': [f'127.0.0.1:{free}', '127.0.0.1:9']},
                         'task': {'type': 'worker', 'index': 0}},
                        tmp_path, '--startup_timeout=15')
   # SIGTERM, or SIGKILL 5 s later when the blocked start-up cannot handle it.
   assert result.returncode in (-signal.SIGTERM, -signal.SIGKILL), result.stdout[-3000:]
-  assert time.time() - started < 90
   assert 'the multi-worker cluster was not up after 15s' in result.stdout
 
 
@@ -144,9 +140,9 @@ def test_ctrl_c_through_the_launcher_saves_and_only_the_chief_serves(tmp_path):
   export it wrote (a non-chief reading it could find it half-written)."""
   process = _launch(2, tmp_path, '--train_steps=100000', '--log_every=5',
                     '--steps_per_loop=5', '--checkpoint_every=1000')
-  run_cli.wait_for(process, r'\[worker 1\] .*step 10/', timeout=300)
+  run_cli.wait_for(process, r'\[worker 1\] .*step 10/')
   process.send_signal(signal.SIGINT)
-  output = process.communicate(timeout=300)[0]
+  output = process.communicate(timeout=900)[0]
   assert process.returncode == 128 + signal.SIGINT, output[-4000:]
   stopped = {int(s) for s in re.findall(r'\[worker \d\] .*(?:Stopped|Preempted) at step (\d+)',
                                         output)}
@@ -160,7 +156,7 @@ def test_ctrl_c_through_the_launcher_saves_and_only_the_chief_serves(tmp_path):
                           '--strategy=multi_worker', f'--model_dir={tmp_path}',
                           *show, f'--train_steps={step + 5}', '--log_every=5',
                           '--steps_per_loop=5')
-  output = process.communicate(timeout=300)[0]
+  output = process.communicate(timeout=900)[0]
   assert process.returncode == 0, output[-4000:]
   assert re.search(r'\[worker 0\] .*The reloaded SavedModel got', output)
   assert not re.search(r'\[worker 1\] .*(reloaded SavedModel|SavedModel: digit)', output)

@@ -18,7 +18,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from experiments.lib import datasets
+from experiments.lib import data
 from experiments.lib import errors
 from experiments.lib import preprocessing
 from experiments.lib import train
@@ -71,8 +71,8 @@ def test_slim_inception_eval_equals_tf1_ops():
 
 
 def test_imagenet_label_names_follow_tfds_synsets():
-  source = datasets.load_source('imagenet2012', data_dir='/nonexistent', need_data=False)
-  labels, names = datasets.labels_with_offset(source, 1)
+  source = data.load_source('imagenet2012', data_dir='/nonexistent', need_data=False)
+  labels, names = data.labels_with_offset(source, 1)
   assert len(labels) == len(names) == 1001
   assert labels[:3] == ['background', 'n01440764', 'n01443537']
   assert names[1].startswith('tench') and names[2].startswith('goldfish')
@@ -148,8 +148,8 @@ def test_one_command_from_a_slim_checkpoint_to_a_servable(published, tmp_path):
   np.testing.assert_array_equal(out['class_ids'], top)
   assert out['classes'].numpy().astype(str).tolist() == [[synsets[i] for i in row]
                                                          for row in top]
-  names = datasets.labels_with_offset(
-      datasets.load_source('imagenet2012', data_dir='/nonexistent', need_data=False), 1)[1]
+  names = data.labels_with_offset(
+      data.load_source('imagenet2012', data_dir='/nonexistent', need_data=False), 1)[1]
   assert out['class_names'].numpy().astype(str).tolist() == [[names[i] for i in row]
                                                              for row in top]
   assets = tmp_path / 'servable' / 'assets'

@@ -1,5 +1,6 @@
 """Slim checkpoints load strictly and give the numbers of a NumPy reference."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,6 +15,11 @@ SPEC = [('block1', [(16, 4, 1), (16, 4, 2)]),
         ('block2', [(32, 8, 2), (32, 8, 1)])]
 SCOPE = 'resnet_v2_tiny'
 NUM_CLASSES = 5
+# slim's resnet_v2_50: (depth, depth_bottleneck, stride) of each unit.
+R50 = [('block1', [(256, 64, 1)] * 2 + [(256, 64, 2)]),
+       ('block2', [(512, 128, 1)] * 3 + [(512, 128, 2)]),
+       ('block3', [(1024, 256, 1)] * 5 + [(1024, 256, 2)]),
+       ('block4', [(2048, 512, 1)] * 3)]
 
 
 def _blocks():
@@ -118,3 +124,62 @@ def test_scope_mapping_and_bad_path(slim_checkpoint, tmp_path):
   resnet_v2.load_slim_checkpoint(model, path, checkpoint_scope=SCOPE)
   with pytest.raises(ValueError, match='No readable checkpoint'):
     resnet_v2.load_slim_checkpoint(model, str(tmp_path / 'nothing.ckpt'))
+
+
+def test_readme_slim_snippet_loads_a_slim_checkpoint(tmp_path):
+  # The README's slim way of building, word for word: the model gets Keras's
+  # automatic name, and the scope comes from its weights.
+  weights = numpy_resnet.random_weights(
+      numpy_resnet.slim_weight_shapes(R50, 1001, 'resnet_v2_50'))
+  path = numpy_resnet.write_tf1_checkpoint(weights, str(tmp_path / 'resnet_v2_50.ckpt'))
+
+  inputs = keras.Input((224, 224, 3))
+  with resnet_v2.arg_scope(resnet_v2.resnet_arg_scope()):
+    net, end_points = resnet_v2.resnet_v2_50(inputs, num_classes=1001)
+  model = keras.Model(inputs, net)
+  resnet_v2.load_slim_checkpoint(model, path)
+
+  assert model.name != 'resnet_v2_50' and 'resnet_v2_50/block4' in end_points
+  image = np.random.default_rng(2).normal(size=(1, 224, 224, 3)).astype(np.float32)
+  reference = numpy_resnet.forward(image, weights, R50, 'resnet_v2_50', 1001)
+  assert _relative_error(model(image, training=False), reference) < 1e-4
+
+
+def test_a_keras_model_over_resnet_v2_loads_under_any_name(slim_checkpoint, images):
+  path, weights = slim_checkpoint
+  inputs = keras.Input((None, None, 3))
+  with resnet_v2.arg_scope(resnet_v2.resnet_arg_scope()):
+    net, _ = resnet_v2.resnet_v2(inputs, _blocks(), NUM_CLASSES, scope=SCOPE)
+  model = keras.Model(inputs, net, name='my_classifier')
+  assert len(resnet_v2.load_weights(model, path)) == len(weights)
+  reference = numpy_resnet.forward(images, weights, SPEC, SCOPE, NUM_CLASSES)
+  assert _relative_error(model(images, training=False), reference) < 1e-4
+
+
+def test_a_keras_model_over_stack_blocks_dense_loads(tmp_path):
+  # The body alone, built in a name scope: a checkpoint of its blocks loads.
+  shapes = numpy_resnet.slim_weight_shapes(SPEC, None, SCOPE, in_channels=64)
+  blocks_only = {k: v for k, v in numpy_resnet.random_weights(shapes).items()
+                 if '/block' in k}
+  path = numpy_resnet.write_tf1_checkpoint(blocks_only, str(tmp_path / 'body.ckpt'))
+  inputs = keras.Input((16, 16, 64))
+  with resnet_v2.arg_scope(resnet_v2.resnet_arg_scope()):
+    with keras.name_scope(SCOPE):
+      net = resnet_v2.stack_blocks_dense(inputs, _blocks())
+  model = keras.Model(inputs, net)
+  assert len(resnet_v2.load_slim_checkpoint(model, path)) == len(blocks_only)
+  for weight in model.weights:
+    key = weight.path.replace('/kernel', '/weights').replace('/bias', '/biases')
+    np.testing.assert_array_equal(weight.numpy(), blocks_only[key])
+
+
+def test_weights_under_several_scopes_are_named(slim_checkpoint):
+  path, _ = slim_checkpoint
+  inputs = keras.Input((32, 32, 3))
+  with resnet_v2.arg_scope(resnet_v2.resnet_arg_scope()):
+    net, _ = resnet_v2.resnet_v2(inputs, _blocks(), None, scope=SCOPE)
+  outputs = keras.layers.Dense(3, name='extra_head')(keras.layers.Flatten()(net))
+  model = keras.Model(inputs, outputs)
+  with pytest.raises(ValueError, match=r"several scopes, \['extra_head', "
+                     rf"'{SCOPE}'\]: pass scope="):
+    resnet_v2.load_slim_checkpoint(model, path, skip_logits=True)

@@ -3,7 +3,7 @@
 Data flows one way: `config` (the settings, their flags and checks) -> `cli`
 (absl flags <-> Config) -> `train` (the run and its loop), which uses
 `network` (what --network means, the model, from resnet_v2), `cluster`
-(where this process runs: the `Placement`), `datasets` -> `input_pipeline`
+(where this process runs: the `Placement`), `data` -> `input_pipeline`
 (with `seeds`) -> `preprocessing` (examples), `optimization` (length,
 schedule, optimizer), `steps` (the compiled functions), `reporting` (logs,
 summaries, metrics.jsonl), `linear_eval` (few-shot probes) and `export` (the

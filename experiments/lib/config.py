@@ -101,6 +101,12 @@ class Config:
       'checkpoint of ours, or for a pretrained --network its weight file '
       '(Keras .h5, BiT .npz, timm .safetensors), recognized by content.',
       remembered=False)
+  pretrained: bool = _field(
+      False, NETWORK, 'Initialize a pretrained --network name from its '
+      "published weights (when model_dir has no checkpoint of its own), "
+      'fetched once into $RESNET_V2_HOME (default ~/.cache/resnet_v2); '
+      'RESNET_V2_OFFLINE=1 never downloads, RESNET_V2_MIRROR=BASE fetches '
+      'from a mirror. Instead of --init_checkpoint.', remembered=False)
   init_skip_logits: bool = _field(
       False, NETWORK, 'Do not load the logits from --init_checkpoint (another '
       'class count).', remembered=False)
@@ -293,11 +299,15 @@ class Config:
       'metrics.jsonl and the run\'s config.json. Rerunning resumes; a later '
       'command on it needs only the flags it changes.', remembered=False)
   mode: str = _field(
-      'train_and_eval', OUTPUT, 'train, eval, train_and_eval, export, or '
+      'train_and_eval', OUTPUT, 'train, eval, train_and_eval, export, '
       'linear_eval: few-shot linear evaluation of the frozen network (a '
       'ridge-regression head on the features of --linear_eval_shots '
-      'training examples per class, as BiT and big_vision report it).',
-      choices=('train', 'eval', 'train_and_eval', 'export', 'linear_eval'),
+      'training examples per class, as BiT and big_vision report it), or '
+      'continuous_eval: evaluate each new checkpoint of --model_dir while '
+      'another process trains in it, until the final step (or '
+      '--eval_timeout); TF_CONFIG\'s evaluator task.',
+      choices=('train', 'eval', 'train_and_eval', 'export', 'linear_eval',
+               'continuous_eval'),
       remembered=False)
   linear_eval_shots: Sequence[int] = _field(
       (1, 5, 10), OUTPUT, 'Training examples per class of --mode=linear_eval '
@@ -312,10 +322,14 @@ class Config:
       None, OUTPUT, 'Where the SavedModel goes (default: <model_dir>/export).',
       remembered=False)
   export_precision: str = _field(
-      'training', OUTPUT, 'training: export with the precision the run trains '
-      'in; float32: float32 weights and ops whatever that was (for TFLite and '
-      'other converters, which refuse bfloat16 and float16).',
-      choices=('training', 'float32'), remembered=False)
+      'float32', OUTPUT, 'float32 (the default): float32 weights and ops '
+      'whatever precision the run trained in. It loses nothing (mixed '
+      'precision keeps the trained weights as float32 variables), and TFLite, '
+      'ONNX and other converters refuse the bfloat16 and float16 ops that '
+      '--precision=auto picks on TPUs, recent GPUs and CPUs with AMX. '
+      'training: the precision the run trains in (for a server whose hardware '
+      'computes it natively).',
+      choices=('float32', 'training'), remembered=False)
   log_every: int = _field(
       100, OUTPUT, 'Steps between progress lines and summaries.', minimum=1)
   checkpoint_every: int = _field(
@@ -325,6 +339,14 @@ class Config:
   eval_every: int = _field(
       0, OUTPUT, 'Steps between evaluations in train_and_eval (0: only at the '
       'end).', minimum=0)
+  eval_timeout: float = _field(
+      0.0, OUTPUT, 'Seconds --mode=continuous_eval waits for a new checkpoint '
+      "before it stops (0: until it has evaluated the run's final step).",
+      minimum=0, remembered=False)
+  export_best: bool = _field(
+      False, OUTPUT, '--mode=continuous_eval keeps a SavedModel of the best '
+      'top-1 so far in <model_dir>/best_export (its resnet_v2_export.json '
+      'names the step and the top-1).', remembered=False)
   seed: Optional[int] = _field(
       None, OUTPUT, 'Random seed of initialization, shuffling and '
       'augmentation.', minimum=0)
@@ -386,12 +408,20 @@ class Config:
     if self.train_preprocessing == 'resize_crop' and self.train_resize is None:
       raise FlagError('--train_preprocessing=resize_crop needs --train_resize '
                       '(the size before the random crop).')
+    if (self.train_preprocessing == 'resize_crop' and self.image_size
+        and self.train_resize < self.image_size):
+      raise FlagError(
+          f'--train_resize={self.train_resize} is below --image_size='
+          f'{self.image_size}: resize_crop crops --image_size out of the image '
+          'resized to --train_resize. Raise --train_resize (BiT: 160 for 128).')
     try:
       network_lib.check(self.network, self.stem, self.normalization,
                         self.width_multiplier)
     except ValueError as e:
       flag, value = network_lib.spelling(self.network)
       raise FlagError(f'--{flag}={value!r}: {e}') from None
+    if self.pretrained:
+      network_lib.check_pretrained(self.network, self.init_checkpoint)
 
 
 def flag_text(value):

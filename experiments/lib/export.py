@@ -12,9 +12,10 @@ label_names.txt:
   done inside, exactly as for evaluation.
 - `serve_images`: `images`, float32 [batch, size, size, 3] pixel values in
   [0, 255], already resized and cropped to the model's size. Its input shape
-  is static, so this signature converts to TFLite with builtin ops only
-  (export with --export_precision=float32 if the run trained in mixed
-  precision).
+  is static, so this signature converts to TFLite with builtin ops only,
+  and to ONNX. (Converters refuse bfloat16 and float16 ops, so a run trained
+  in mixed precision is exported in float32 unless --export_precision says
+  otherwise: `network.for_export`.)
 
 Bad input fails with a message naming the problem: a wrong shape, an empty
 batch, non-finite pixels, or bytes that are not a JPEG or PNG (the last two

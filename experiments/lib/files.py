@@ -9,6 +9,8 @@ works as a local one does; plain `os` calls would write a local folder named
 into a one-paragraph stop.
 """
 
+import contextlib
+import fcntl
 import os
 import uuid
 
@@ -94,6 +96,42 @@ def append_text(path, text):
       f.write(text)
 
   _writing(path, write)
+
+
+@contextlib.contextmanager
+def exclusive(path):
+  """Holds an exclusive `flock` on a local file (made if missing) meanwhile.
+
+  For a file that two processes write: a training run and an evaluator beside
+  it both append to metrics.jsonl, and a resuming run rewrites it (a new file
+  renamed over the old one). A writer that waited on the replaced file finds
+  it no longer at `path` and locks the new one instead, so no row goes into a
+  file that was just replaced. Other filesystems (gs://) have no locks: there
+  the block runs unguarded.
+
+  Raises:
+    errors.WriteError: If the file cannot be made.
+  """
+  if not is_local(path):
+    yield
+    return
+  while True:
+    try:
+      fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise errors.WriteError(f'Could not write {path} ({reason(e)}).'
+                              ) from None
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+      if os.fstat(fd).st_ino == os.stat(path).st_ino:
+        break
+    except FileNotFoundError:
+      pass
+    os.close(fd)
+  try:
+    yield
+  finally:
+    os.close(fd)  # Closing releases the flock.
 
 
 def move_tree(source, target):

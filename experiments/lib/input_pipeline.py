@@ -110,7 +110,7 @@ def _examples(source, split, preprocess, image_size, labels_offset, seed,
   """Decoded, preprocessed examples of one pipeline's shard.
 
   Args:
-    source: A `datasets.Source`.
+    source: A `data.Source`.
     split: 'train' (shuffled epochs from `start` to `end`) or 'eval' (one
       pass, in order).
     preprocess: The preprocessing (see `_preprocess_fn`).
@@ -148,7 +148,7 @@ def train_dataset_fn(source, image_size, global_batch_size, seed, start_step,
   """Returns a dataset_fn for `distribute_datasets_from_function`: training.
 
   Args:
-    source: A `datasets.Source`.
+    source: A `data.Source`.
     image_size: Training image size.
     global_batch_size: Images per step over all replicas.
     seed: Seed of the shuffle and of the augmentation.
@@ -208,7 +208,7 @@ def eval_dataset_fn(source, image_size, global_batch_size, labels_offset=0,
   that all workers run the same number of steps.
 
   Args:
-    source: A `datasets.Source`.
+    source: A `data.Source`.
     image_size: Eval image size.
     global_batch_size: Images per step over all replicas.
     labels_offset: Added to every label.

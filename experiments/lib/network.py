@@ -10,6 +10,7 @@ the model and `load_init_checkpoint` initializes it.
 """
 
 import dataclasses
+import difflib
 import importlib
 import inspect
 import os
@@ -24,6 +25,9 @@ import tensorflow as tf
 from experiments.lib import errors
 
 _BLOCKS = re.compile(r'^\s*(\d|basic\b|bottleneck\b)|\d\s*x\s*\d')
+# One word that starts with a letter (not a unit's): a name, even with '50x1'
+# in it ('bit_r50x1x' is a mistyped name, not a block spec).
+_NAME = re.compile(r'^(?!basic|bottleneck)[A-Za-z_][\w.-]*$')
 _PYTHON_FORM = ("expected 'module:function' (a function of no arguments "
                 'returning a list of resnet_v2.Block, or a slim-style network '
                 'function fn(inputs, num_classes, is_training=None, '
@@ -40,6 +44,8 @@ def kind(text):
     return 'name'
   if ':' in text:
     return 'python'
+  if _NAME.match(text):
+    return 'name'
   return 'blocks' if _BLOCKS.search(text) else 'name'
 
 
@@ -82,8 +88,11 @@ def check(text, stem=None, normalization=None, width_multiplier=1.0):
     if not module_name or not function_name:
       raise ValueError(_PYTHON_FORM + '.')
   elif text not in resnet_v2.list_models():
-    raise ValueError(f'{_PYTHON_FORM}; known names: '
-                     f'{", ".join(resnet_v2.list_models())}.')
+    close = difflib.get_close_matches(text, resnet_v2.list_models(), n=3)
+    raise ValueError(
+        'not a known pretrained name'
+        + (f' (did you mean {" or ".join(close)}?)' if close else '')
+        + f'; {_PYTHON_FORM}. The names: {", ".join(resnet_v2.list_models())}.')
   else:
     spec = resnet_v2.get_model_spec(text)
     for flag, value, own in (('stem', stem, spec.stem),
@@ -278,6 +287,50 @@ def for_export(model, net, config, precision, image_size):
   return twin
 
 
+def check_pretrained(text, init_checkpoint=None):
+  """Validates --pretrained: a name with published weights, no other file.
+
+  Raises:
+    errors.FlagError: Saying which flag to change.
+  """
+  if init_checkpoint:
+    raise errors.FlagError(
+        'Give --pretrained (the published weights of a --network name) or '
+        f'--init_checkpoint={init_checkpoint!r} (a file), not both.')
+  if kind(text) != 'name':
+    flag, value = spelling(text)
+    raise errors.FlagError(
+        f'--pretrained needs a pretrained --network name (one of '
+        f'{", ".join(resnet_v2.list_models())}), not --{flag}={value}; for '
+        'other networks give --init_checkpoint.')
+  if not resnet_v2.get_model_spec(text).weights:
+    raise errors.FlagError(
+        f'--pretrained: {text} has no published weights '
+        f'({resnet_v2.get_model_spec(text).weight_file}); leave --pretrained '
+        'out, or give your own file as --init_checkpoint.')
+
+
+def load_pretrained(model, net):
+  """Initializes a pretrained name from its published weights (--pretrained),
+  fetched into the cache once; Keras's file without top for a model of
+  other classes. Returns the file's family, as `load_init_checkpoint`.
+
+  Raises:
+    errors.FlagError: If the file cannot be fetched (offline, unreachable,
+      not the published file) or does not match the network, with the
+      message of `weight_cache` or of the strict loader.
+  """
+  try:
+    path = resnet_v2.pretrained.fetch_weights(net.spec, True,
+                                              model.output.shape[-1])
+    resnet_v2.pretrained.load(model, net.spec, path)
+  except (resnet_v2.weight_cache.FetchError, ValueError) as e:
+    raise errors.FlagError(f'--pretrained: {e}') from None
+  logging.info('Initialized from the published %s weights %s.',
+               net.spec.family, path)
+  return net.spec.family
+
+
 def load_init_checkpoint(model, net, config, saved_run=None):
   """Initializes the model from --init_checkpoint.
 
@@ -327,6 +380,11 @@ def load_init_checkpoint(model, net, config, saved_run=None):
     resnet_v2.load_slim_checkpoint(
         model, weights, skip_logits=config.init_skip_logits,
         checkpoint_scope=config.init_checkpoint_scope)
+  except resnet_v2.weight_files.UnreadableWeightsError as e:
+    raise errors.FlagError(f'--init_checkpoint: {e}') from None
+  except IndexError as e:  # TF's reader, of a checkpoint of ours cut short.
+    raise errors.FlagError('--init_checkpoint: ' + str(
+        resnet_v2.weight_files.UnreadableWeightsError(path, e))) from None
   except (ValueError, AssertionError, tf.errors.OpError) as e:
     raise errors.FlagError(
         f'--init_checkpoint: {e}\n  On the command line: --init_skip_logits '

@@ -1,7 +1,11 @@
 """What a run tells a person: progress lines, summaries, metrics.jsonl.
 
 Every worker logs; only the chief writes TensorBoard summaries (in
-model_dir/train and model_dir/eval) and model_dir/metrics.jsonl.
+model_dir/train and model_dir/eval) and model_dir/metrics.jsonl. An
+evaluator beside the run (--mode=continuous_eval) writes eval summaries and
+rows too: each process writes summaries to event files of its own, and
+metrics.jsonl is appended to, and rewritten, only under its `flock`
+(`files.exclusive`), so that neither loses the other's rows.
 """
 
 import json
@@ -25,19 +29,30 @@ class Reporter:
   anew, under its own 'run'.
   """
 
-  def __init__(self, model_dir, chief, start_step):
+  def __init__(self, model_dir, chief, start_step, splits=('train', 'eval')):
+    """Opens the summaries and metrics.jsonl of a run.
+
+    Args:
+      model_dir: The run directory.
+      chief: Whether this process writes (else it only logs).
+      start_step: The step the run starts from: rows after it are dropped.
+        None for an evaluator beside the run, which drops nothing (the rows
+        are the training run's).
+      splits: The splits this process writes summaries for.
+    """
     self.chief = chief
     self.model_dir = model_dir
     self.metrics_path = os.path.join(model_dir, 'metrics.jsonl')
     self.run_id = time.strftime('%Y-%m-%dT%H:%M:%S')
     if chief:
       files.makedirs(model_dir)
-      _drop_rows_after(self.metrics_path, start_step)
+      if start_step is not None:
+        _drop_rows_after(self.metrics_path, start_step)
       self.writers = {split: tf.summary.create_file_writer(
-          os.path.join(model_dir, split)) for split in ('train', 'eval')}
+          os.path.join(model_dir, split)) for split in splits}
     else:
       self.writers = {split: tf.summary.create_noop_writer()
-                      for split in ('train', 'eval')}
+                      for split in splits}
 
   def write(self, split, step, values):
     """Records {name: number} at `step` for 'train' or 'eval'.
@@ -60,7 +75,8 @@ class Reporter:
     if self.chief:
       record = {'step': step, 'split': split, 'time': time.time(),
                 'run': self.run_id, **values}
-      files.append_text(self.metrics_path, json.dumps(record) + '\n')
+      with files.exclusive(self.metrics_path):
+        files.append_text(self.metrics_path, json.dumps(record) + '\n')
 
   def eval_result(self, step, result):
     """Logs and records an evaluation (see `train.evaluate`)."""
@@ -76,13 +92,14 @@ def _drop_rows_after(path, step):
   """Rewrites metrics.jsonl without its rows past `step`, atomically."""
   if not files.exists(path):
     return
-  lines = files.read_text(path).splitlines(keepends=True)
-  kept = [line for line in lines if _step_of(line) <= step]
-  if len(kept) == len(lines):
-    return
+  with files.exclusive(path):  # An evaluator beside the run may append.
+    lines = files.read_text(path).splitlines(keepends=True)
+    kept = [line for line in lines if _step_of(line) <= step]
+    if len(kept) == len(lines):
+      return
+    files.write_atomically(path, ''.join(kept))
   logging.info('Dropped %d rows after step %d from %s: the resumed run writes '
                'them again.', len(lines) - len(kept), step, path)
-  files.write_atomically(path, ''.join(kept))
 
 
 def _step_of(line):

@@ -13,6 +13,8 @@ A run directory holds days of work, so this module never guesses:
   cannot be written (a full disk), removing its partial files.
 - `stopped_writing` is that error's paragraph for any file of the run
   (checkpoints, metrics, summaries, config.json, the export).
+- `restore` reads one checkpoint into the run's model and optimizer (the
+  continuous evaluator restores each in turn).
 - `restore_newest_intact` finds every checkpoint, whether or not TF's
   `checkpoint` index file lists it, and restores the newest one that reads
   back whole, naming those it skipped; with checkpoints present and none
@@ -40,24 +42,31 @@ _CHECKPOINT = re.compile(r'ckpt-(\d+)')
 
 
 class RunLock:
-  """An exclusive lock on a run directory, held while a run uses it."""
+  """An exclusive lock on a run directory, held while a run uses it.
+
+  The lock makes the directory if it is missing; a directory it made that
+  the run leaves empty (a run that failed before it started) is removed on
+  release, so that it does not stand in the way of the corrected command.
+  """
 
   def __init__(self, model_dir):
     self.model_dir = model_dir
     self.path = os.path.join(model_dir, LOCK_FILE)
     self._fd = None
+    self._made = []  # The directories acquire made, innermost first.
 
   def acquire(self):
     """Takes the lock, or refuses naming the process that holds it.
 
     Raises:
-      RunDirError: If another live process holds it.
+      RunDirError: If another live process holds it, or model_dir cannot be
+        a directory (a file is there, or no permission to make it).
     """
     if not files.is_local(self.model_dir):
       logging.warning('%s is not a local directory: it cannot be locked, so '
                       'make sure no other run uses it.', self.model_dir)
       return
-    os.makedirs(self.model_dir, exist_ok=True)
+    self._make_dirs()
     while True:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
       try:
@@ -88,13 +97,37 @@ class RunLock:
         'command': ' '.join(sys.argv)}).encode(), 0)
     self._fd = fd
 
+  def _make_dirs(self):
+    """Makes model_dir and its missing parents, remembering which."""
+    missing, directory = [], os.path.abspath(self.model_dir)
+    while not os.path.lexists(directory):
+      missing.append(directory)
+      directory = os.path.dirname(directory)
+    try:
+      os.makedirs(self.model_dir, exist_ok=True)
+    except OSError as e:
+      why = ('a file is in the way: the path, or a parent of it, is a file'
+             if isinstance(e, (FileExistsError, NotADirectoryError))
+             else files.reason(e))
+      raise RunDirError(
+          f'--model_dir={self.model_dir} cannot be made a directory ({why}). '
+          'Choose another --model_dir, or move the file away.') from None
+    self._made = missing
+
   def release(self):
-    """Removes the lock file and releases the lock."""
+    """Removes the lock file, releases the lock, and removes the
+    directories that `acquire` made if the run left them empty."""
     if self._fd is None:
       return
     os.unlink(self.path)
     os.close(self._fd)  # Closing releases the flock.
     self._fd = None
+    for directory in self._made:
+      try:
+        os.rmdir(directory)  # Only an empty one.
+      except OSError:
+        break  # The run wrote in it (or another process did): kept.
+    self._made = []
 
 
 def _read_holder(fd):
@@ -189,7 +222,7 @@ def _reader(prefix):
   return tf.compat.v1.train.NewCheckpointReader(prefix)
 
 
-def _restore(checkpoint, path):
+def restore(checkpoint, path):
   """Restores one checkpoint into `checkpoint`'s objects, whatever precision
   wrote it: a loss scale is restored where both have one, else left as it
   is (new) or ignored (saved under float16, resumed under another)."""
@@ -276,7 +309,7 @@ def restore_newest_intact(checkpoint, model_dir):
   skipped, errors = [], []
   for path in checkpoints(model_dir):
     try:
-      _restore(checkpoint, path)
+      restore(checkpoint, path)
       return path, skipped
     except (tf.errors.OpError, ValueError, AssertionError, IndexError,
             KeyError) as e:

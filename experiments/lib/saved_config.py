@@ -9,13 +9,16 @@ life (the network, the classes, the preprocessing): a run directory holds
 one network.
 
 The network is saved under the flag that spells it ("depth", "blocks" or
-"network"), as the command line and earlier versions write it.
+"network"), as the command line and earlier versions write it. A --dataset
+folder is saved, and compared, as its absolute path, so that a later command
+may run from another working directory.
 """
 
 import dataclasses
 import json
 import os
 
+from experiments.lib import data
 from experiments.lib import files
 from experiments.lib import network as network_lib
 from experiments.lib.config import Config
@@ -30,6 +33,13 @@ def _plain(value):
   return list(value) if isinstance(value, tuple) else value
 
 
+def _as_saved(name, value):
+  """Field `name`'s value as config.json holds it: plain, a folder absolute."""
+  if name == 'dataset' and value is not None:
+    return data.absolute(value)
+  return _plain(value)
+
+
 def save(config, model_dir):
   """Writes `config` (every field) to model_dir/config.json, atomically.
 
@@ -38,7 +48,7 @@ def save(config, model_dir):
   """
   values = {}
   for field in dataclasses.fields(config):
-    value = _plain(getattr(config, field.name))
+    value = _as_saved(field.name, getattr(config, field.name))
     if field.name == 'network':
       flag, value = network_lib.spelling(value)
       values[flag] = value
@@ -113,7 +123,8 @@ def merge(values, given, saved, model_dir):
     if name not in saved:  # Saved by an older version.
       continue
     if name in given:
-      if meta['fixed'] and _plain(values[name]) != _plain(saved[name]):
+      if meta['fixed'] and (_as_saved(name, values[name])
+                            != _as_saved(name, saved[name])):
         flag, value, was = name, values[name], saved[name]
         if name == 'network':
           (flag, value), (_, was) = map(network_lib.spelling, (value, was))

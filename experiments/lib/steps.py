@@ -34,10 +34,63 @@ def make_multi_step(config, placement, model, optimizer, num_classes):
     returning (losses [num_steps], correct, skipped): the loss of each step,
     the number of correctly classified and of skipped (undecodable) images.
   """
-  strategy, split = placement.strategy, config.batch_split
+  strategy = placement.strategy
+  gradients = make_gradients(config, placement, model, optimizer, num_classes)
+
+  def replica_step(batch):
+    images, labels, weights, skipped = batch
+    loss, grads, correct = gradients(images, labels, weights)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return loss, correct, tf.reduce_sum(skipped)
+
+  @tf.function
+  def multi_step(iterator, num_steps):
+    losses = tf.TensorArray(tf.float32, size=num_steps)
+    correct = skipped = tf.constant(0.0)
+    for i in tf.range(num_steps):
+      loss, step_correct, step_skipped = strategy.run(
+          replica_step, args=(next(iterator),))
+      reduce = lambda x: strategy.reduce('SUM', x, axis=None)
+      losses = losses.write(i, reduce(loss))
+      correct += reduce(step_correct)
+      skipped += tf.cast(reduce(step_skipped), tf.float32)
+    return losses.stack(), correct, skipped
+
+  return multi_step
+
+
+def make_gradients(config, placement, model, optimizer, num_classes):
+  """Returns gradients(images, labels, weights) -> (loss, grads, correct).
+
+  For one replica's share of a batch, in --batch_split micro-batches when it
+  is over 1; call it in a replica context (`strategy.run`, or none). The
+  loss is the replica's share of the global batch's (see the module
+  docstring), so the grads are what the optimizer step applies.
+
+  Args:
+    config, placement, model, optimizer, num_classes: As `make_multi_step`.
+
+  Returns:
+    The function; (loss, grads, correct) are the loss, the gradients of the
+    model's trainable variables (scaled under mixed_float16, as the
+    optimizer unscales them) and the number of correctly classified images.
+  """
+  forward_backward = _forward_backward(config, placement, model, optimizer,
+                                       num_classes)
+  if placement.jit_compile:
+    forward_backward = tf.function(forward_backward, jit_compile=True)
+  if config.batch_split == 1:
+    return forward_backward
+  return _summed_over_micro_batches(forward_backward, config.batch_split,
+                                    model)
+
+
+def _forward_backward(config, placement, model, optimizer, num_classes):
+  """forward_backward(images, labels, weights) on one (micro-)batch."""
   global_batch = config.batch_size
   # Weight decay is added once per step, a 1/split share per micro-batch.
-  regularization_share = strategy.num_replicas_in_sync * split
+  regularization_share = (placement.strategy.num_replicas_in_sync
+                          * config.batch_split)
 
   def forward_backward(images, labels, weights):
     # Labels are class ids, or class distributions from MixUp/CutMix.
@@ -66,11 +119,13 @@ def make_multi_step(config, placement, model, optimizer, num_classes):
         tf.float32))
     return loss, grads, correct
 
-  if placement.jit_compile:
-    forward_backward = tf.function(forward_backward, jit_compile=True)
+  return forward_backward
+
+
+def _summed_over_micro_batches(forward_backward, split, model):
+  """forward_backward over `split` micro-batches of a batch; their sums."""
 
   def micro_batches(images, labels, weights):
-    """forward_backward over `split` micro-batches; their sums."""
     parts = [tf.reshape(t, [split, -1] + t.shape[1:].as_list())
              for t in (images, labels, weights)]
 
@@ -82,38 +137,18 @@ def make_multi_step(config, placement, model, optimizer, num_classes):
 
     zeros = [tf.zeros_like(v) for v in model.trainable_variables]
     # One iteration at a time: TF's default runs up to 10 at once, which
-    # keeps their activations alive together (R50 at 224, batch 32 in 4:
-    # 2.95 GB against 1.91 GB) and runs one oneDNN convolution kernel for
-    # several micro-batches at once, which crashes now and then.
+    # keeps their activations alive together and runs one oneDNN
+    # convolution kernel for several micro-batches at once, which crashes
+    # now and then. (Peak RSS of a script of bare steps, R50 at 224, batch
+    # 32 in 4: 2.95 GB with 10 at once, 1.91 GB one at a time. The README's
+    # memory table measures whole benchmark runs: 2.09 GB for that case.)
     _, loss, correct, grads = tf.while_loop(
         lambda i, *_: i < split, body,
         (tf.constant(0), tf.constant(0.0), tf.constant(0.0), zeros),
         parallel_iterations=1)
     return loss, grads, correct
 
-  def replica_step(batch):
-    images, labels, weights, skipped = batch
-    if split == 1:
-      loss, grads, correct = forward_backward(images, labels, weights)
-    else:
-      loss, grads, correct = micro_batches(images, labels, weights)
-    optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    return loss, correct, tf.reduce_sum(skipped)
-
-  @tf.function
-  def multi_step(iterator, num_steps):
-    losses = tf.TensorArray(tf.float32, size=num_steps)
-    correct = skipped = tf.constant(0.0)
-    for i in tf.range(num_steps):
-      loss, step_correct, step_skipped = strategy.run(
-          replica_step, args=(next(iterator),))
-      reduce = lambda x: strategy.reduce('SUM', x, axis=None)
-      losses = losses.write(i, reduce(loss))
-      correct += reduce(step_correct)
-      skipped += tf.cast(reduce(step_skipped), tf.float32)
-    return losses.stack(), correct, skipped
-
-  return multi_step
+  return micro_batches
 
 
 def make_eval_step(strategy, model):

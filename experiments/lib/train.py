@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from experiments.lib import augmentation
 from experiments.lib import cluster
-from experiments.lib import datasets
+from experiments.lib import data
 from experiments.lib import errors
 from experiments.lib import export
 from experiments.lib import input_pipeline
@@ -42,6 +42,7 @@ from experiments.lib import reporting
 from experiments.lib import run_dir
 from experiments.lib import saved_config
 from experiments.lib import steps
+from experiments.lib import stop_requests
 from experiments.lib.config import Config
 
 @dataclasses.dataclass(frozen=True)
@@ -54,16 +55,17 @@ class Session:
       (--precision and --jit_compile stay as asked; see `placement`).
     placement: Where this process runs (`cluster.Placement`).
     net: The resolved network (`network.Network`).
-    source: The `datasets.Source`.
+    source: The `data.Source`.
     model: The model, built in the strategy's scope.
     optimizer: Its optimizer (whose `iterations` is the step).
-    checkpoints: The `tf.train.CheckpointManager` of this worker.
+    checkpoints: The `tf.train.CheckpointManager` of this worker (None in
+      an evaluator beside the run, which saves nothing).
     reporter: The `reporting.Reporter`.
   """
   config: Config
   placement: cluster.Placement
   net: network.Network
-  source: datasets.Source
+  source: data.Source
   model: keras.Model
   optimizer: keras.optimizers.Optimizer
   checkpoints: tf.train.CheckpointManager
@@ -80,7 +82,7 @@ def resolve(config, net, source):
   Args:
     config: A `Config`; it is not changed.
     net: Its resolved network.
-    source: The `datasets.Source`.
+    source: The `data.Source`.
 
   Returns:
     A new `Config` with num_classes, image_size and train_steps from the
@@ -136,7 +138,8 @@ def run(config):
   Returns:
     A dict summarizing the run: 'step', 'status' ('finished', 'preempted',
     'evaluated', 'exported' or 'linear_eval'), 'eval' results, 'export_dir'
-    when the chief made one, 'resumed_from' and 'skipped_checkpoints'.
+    when the chief made one, 'resumed_from' and 'skipped_checkpoints'
+    (for --mode=continuous_eval, `continuous_eval.run`'s summary).
 
   Raises:
     errors.UserError: For what the user can fix: the flags, the data, a
@@ -147,6 +150,9 @@ def run(config):
   net = network.resolve(config)
   if config.deterministic and config.seed is None:
     config = dataclasses.replace(config, seed=0)
+  if config.mode == 'continuous_eval':  # Beside a training run: no lock.
+    from experiments.lib import continuous_eval  # pylint: disable=g-import-not-at-top
+    return continuous_eval.run(config, net)
   placement = cluster.start(config)
   lock = run_dir.RunLock(config.model_dir)
   try:
@@ -167,22 +173,25 @@ def _run(config, net, placement):
   if placement.chief and exports:
     export.check_export_dir(export_dir, config.model_dir)
   if config.mode in ('eval', 'export', 'linear_eval') and not (
-      run_dir.checkpoints(config.model_dir) or config.init_checkpoint):
+      run_dir.checkpoints(config.model_dir) or config.init_checkpoint
+      or config.pretrained):
     raise errors.RunDirError(
         f'--mode={config.mode} needs a checkpoint in {config.model_dir} '
-        '(there is none) or --init_checkpoint.')
-  source = datasets.load_source(config.dataset, config.data_dir,
-                                config.manual_dir, config.num_classes,
-                                config.image_size,
-                                need_data=config.mode != 'export')
+        '(there is none), --init_checkpoint or --pretrained.')
+  source = data.load_source(config.dataset, config.data_dir,
+                            config.manual_dir, config.num_classes,
+                            config.image_size,
+                            need_data=config.mode != 'export')
   if config.examples_per_class:
-    source = datasets.few_shot(source, config.examples_per_class,
-                               config.seed or 0)
+    source = data.few_shot(source, config.examples_per_class,
+                           config.seed or 0)
   config = resolve(config, net, source)
-  datasets.check_source(source, config.mode)
+  data.check_source(source, config.mode)
+  session, restored = _start_session(config, net, placement, source)
+  # Saved once the run starts: the config.json of a run that failed before
+  # would refuse the corrected command.
   if placement.chief and config.mode in ('train', 'train_and_eval'):
     saved_config.save(config, config.model_dir)
-  session, restored = _start_session(config, net, placement, source)
   if config.mode == 'eval':
     result = evaluate(session)
     session.reporter.eval_result(session.step, result)
@@ -199,13 +208,13 @@ def _run(config, net, placement):
   return {'step': session.step, **summary, **restored}
 
 
-def _export(session, export_dir):
+def _export(session, export_dir, facts=None):
   """Exports the SavedModel (a non-chief worker into its scratch directory:
-  every worker takes part in saving)."""
+  every worker takes part in saving); `facts` go into its marker file."""
   config, placement, source = session.config, session.placement, session.source
   target = (export_dir if placement.chief
             else os.path.join(placement.write_dir, 'export'))
-  labels, names = datasets.labels_with_offset(source, config.labels_offset)
+  labels, names = data.labels_with_offset(source, config.labels_offset)
   with optimization.averaged_weights(session.model, session.optimizer):
     export.export_saved_model(
         network.for_export(session.model, session.net, config,
@@ -214,7 +223,7 @@ def _export(session, export_dir):
         model_dir=config.model_dir, labels=labels, label_names=names,
         description={'eval_preprocessing': config.eval_preprocessing,
                      'eval_crop_fraction': config.eval_crop_fraction,
-                     'resize_method': config.resize_method})
+                     'resize_method': config.resize_method, **(facts or {})})
   logging.info('Exported the SavedModel to %s.', target)
   return {'export_dir': export_dir} if placement.chief else {}
 
@@ -247,6 +256,8 @@ def _start_session(config, net, placement, source):
   if latest:
     logging.info('Resumed from %s at step %d.', latest,
                  int(optimizer.iterations.numpy()))
+  elif config.pretrained:
+    network.load_pretrained(model, net)
   elif config.init_checkpoint:
     kind = network.load_init_checkpoint(
         model, net, config, saved_config.config_of(config.init_checkpoint))
@@ -296,36 +307,6 @@ def evaluate(session):
   return {'loss': loss / count, 'top1': top1 / count, 'top5': top5 / count,
           'images': int(totals[3]),
           'skipped': session.source.num_eval - int(totals[3])}
-
-
-class _StopRequests:
-  """Turns SIGTERM (preemption) and Ctrl-C into a stop at a step boundary.
-
-  The first signal is remembered, and the loop saves a checkpoint and stops
-  after the compiled call under way (Python handles signals only between
-  calls). A second Ctrl-C ends the process at once, without saving.
-  """
-
-  _SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-  def __init__(self):
-    self.received = None
-    self._previous = {s: signal.signal(s, self._handle) for s in self._SIGNALS}
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.received is not None and signum == signal.SIGINT:
-      logging.warning('Second Ctrl-C: stopping at once, without saving.')
-      os._exit(128 + signum)  # pylint: disable=protected-access
-    self.received = self.received or signum
-    logging.warning('%s received: saving a checkpoint at the end of the '
-                    'current loop, then stopping.%s', signal.Signals(signum).name,
-                    ' Press Ctrl-C again to stop at once, without saving.'
-                    if signum == signal.SIGINT else '')
-
-  def restore(self):
-    for signum, previous in self._previous.items():
-      signal.signal(signum, previous)
 
 
 def _train_iterator(session, step):
@@ -379,19 +360,19 @@ def loop(session):
   iterator = _train_iterator(session, step)
   multi_step = steps.make_multi_step(config, placement, session.model,
                                      session.optimizer, config.num_classes)
-  logging.info('Training %s (%s parameters, %s trained) on %s with %s (%d '
-               'replicas), global batch %d%s, %s, XLA %s, steps %d..%d.',
-               session.model.name, f'{session.model.count_params():,}',
-               f'{_count(session.model.trainable_weights):,}',
-               session.source.name, type(placement.strategy).__name__,
-               placement.replicas, config.batch_size,
-               f' in {config.batch_split} micro-batches'
-               if config.batch_split > 1 else '', placement.precision,
-               'on' if placement.jit_compile else 'off', step, total)
   result, start_time, last_saved = None, time.time(), step
   progress = reporting.Progress(config.batch_size, total)
-  stops = _StopRequests()
+  stops = stop_requests.StopRequests()  # Answers from the 'Training' line on.
   try:
+    logging.info('Training %s (%s parameters, %s trained) on %s with %s (%d '
+                 'replicas), global batch %d%s, %s, XLA %s, steps %d..%d.',
+                 session.model.name, f'{session.model.count_params():,}',
+                 f'{_count(session.model.trainable_weights):,}',
+                 session.source.name, type(placement.strategy).__name__,
+                 placement.replicas, config.batch_size,
+                 f' in {config.batch_split} micro-batches'
+                 if config.batch_split > 1 else '', placement.precision,
+                 'on' if placement.jit_compile else 'off', step, total)
     while step < total:
       boundary = _next_boundary(config, step)
       losses, correct, skipped = multi_step(iterator, tf.constant(boundary - step))
