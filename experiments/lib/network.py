@@ -89,10 +89,12 @@ def check(text, stem=None, normalization=None, width_multiplier=1.0):
       raise ValueError(_PYTHON_FORM + '.')
   elif text not in resnet_v2.list_models():
     close = difflib.get_close_matches(text, resnet_v2.list_models(), n=3)
-    raise ValueError(
-        'not a known pretrained name'
-        + (f' (did you mean {" or ".join(close)}?)' if close else '')
-        + f'; {_PYTHON_FORM}. The names: {", ".join(resnet_v2.list_models())}.')
+    names = f'The names: {", ".join(resnet_v2.list_models())}.'
+    if close:  # A mistyped name: say so first.
+      raise ValueError(f'not a known pretrained name (did you mean '
+                       f'{" or ".join(close)}?); {_PYTHON_FORM}. {names}')
+    raise ValueError(f'{_PYTHON_FORM}; nor is it a known pretrained name. '
+                     f'{names}')
   else:
     spec = resnet_v2.get_model_spec(text)
     for flag, value, own in (('stem', stem, spec.stem),
