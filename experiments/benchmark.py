@@ -16,6 +16,9 @@ per-repetition ratios (ours and Keras timed back to back), with their range:
   input    the input pipeline (JPEG decode + random-resized crop + flip, as
            in training; BiT-HyperRule's 512/480 resize and crop, as in
            fine-tuning) against decoding alone, on this machine's cores;
+           then the same images as a folder and as TFRecord shards through
+           the run's input pipeline, on every core and on one, and the
+           converter's own images/s (experiments/benchmark_sources.py);
   ceiling  measured float32 and bfloat16 matmul GFLOP/s, and our training
            throughput as a fraction of ceiling / (training FLOPs per image),
            with FLOPs counted from the model's convolutions;
@@ -46,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 import resnet_v2
+from experiments import benchmark_sources
 from experiments.lib import cluster
 from experiments.lib import preprocessing
 from experiments.lib import steps
@@ -260,6 +264,9 @@ def section_input(results):
     print(f'  {name:58} {rows[-1]["images_per_second"]:8.1f} images/s',
           flush=True)
   results['input'] = rows
+  print('The same images as a folder and as shards, through the input '
+        'pipeline:')
+  benchmark_sources.section_sources(results, _jpegs(64), size, _REPEATS.value)
 
 
 def section_ceiling(results):

@@ -33,6 +33,13 @@ def test_benchmark_writes_pairs_depths_and_input(tmp_path):
       ('train', 2), ('infer', 1)]
   assert len(results['input']) == 5  # with BiT-HyperRule's fine-tuning pipelines
   assert any('resize 512 + random crop 480' in row['pipeline'] for row in results['input'])
+  sources = results['sources']
+  assert [(row['source'], row['preprocessing']) for row in sources['rows']] == [
+      ('folder', 'training'), ('folder', 'evaluation'),
+      ('shards', 'training'), ('shards', 'evaluation')]
+  assert all(row['images_per_second'] > 0 and row['one_core'] > 0
+             for row in sources['rows'])
+  assert sources['converter_images_per_second'] > 0
   assert results['machine']['cores'] >= 1
   assert 'over repetitions' in result.stdout
 

@@ -179,7 +179,8 @@ def test_undecodable_files_are_skipped_or_stop_the_run(tmp_path):
   bad.write_bytes(b'\xff\xd8\xff' + bytes(200))  # A JPEG header, no image.
   manifest = _convert(images, str(tmp_path / 'skip'))
   assert manifest['splits']['train'] == {
-      'examples': 6, 'shards': ['train-00000-of-00001'], 'skipped': [str(bad)]}
+      'examples': 6, 'shards': ['train-00000-of-00001'], 'shard_examples': [6],
+      'skipped': [str(bad)]}
   assert ('train', 'b', 'b_9.jpg') not in _read(str(tmp_path / 'skip'))
 
   result = run_cli.run('experiments.make_tfrecords', f'--images={images}',

@@ -144,9 +144,10 @@ class Config:
       minimum=1, fixed=True)
   labels_offset: Optional[int] = _field(
       None, DATA, "Added to the data set's labels, as tf-slim's "
-      '--labels_offset (default: 1 for a tf-slim network by name on '
-      "imagenet2012, whose 1001 classes start with 'background', else 0).",
-      minimum=0, fixed=True)
+      '--labels_offset (default: for a network by name on ImageNet, what '
+      "matches its classes: 1 for a tf-slim network (1001 classes, "
+      "'background' first) on imagenet2012, -1 for a 1000-class network on "
+      "tf-slim's shards (labels 1..1000); else 0).", fixed=True)
   eval_preprocessing: Optional[str] = _field(
       None, DATA, "Evaluation and SavedModel preprocessing (default: the "
       "network's own for a pretrained name, else the data set's). default: "

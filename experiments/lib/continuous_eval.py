@@ -87,7 +87,7 @@ def run(config, net):
   try:
     source = data.load_source(config.dataset, config.data_dir,
                               config.manual_dir, config.num_classes,
-                              config.image_size)
+                              config.image_size, run_dir=config.model_dir)
     if config.examples_per_class:
       source = data.few_shot(source, config.examples_per_class,
                              config.seed or 0)

@@ -84,7 +84,7 @@ def apply(config, explicit):
   """
   source = data.load_source(config.dataset, config.data_dir,
                             config.manual_dir, config.num_classes,
-                            config.image_size)
+                            config.image_size, run_dir=config.model_dir)
   if config.examples_per_class:
     source = data.few_shot(source, config.examples_per_class,
                            config.seed or 0)
@@ -175,7 +175,7 @@ def recipe(config, explicit, source):
        else 'off', given('mixup_alpha')),
       ('trains', _TRAINS[config.trainable], given('trainable')),
       ('head', 'zeros' if config.zero_head else
-       '--init_checkpoint\'s where it fits, else initialized',
-       given('zero_head')),
+       ('the published one' if config.pretrained else "--init_checkpoint's")
+       + ' if it fits, else initialized', given('zero_head')),
   ]
   return [f'  {name:<14} {value:<52} {origin}' for name, value, origin in rows]

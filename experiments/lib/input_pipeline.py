@@ -32,19 +32,19 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 def _preprocess_fn(preprocess, training, image_size, labels_offset, seed,
                    context, augment=None):
-  """Returns fn(index, (image, label)) -> (image, label, index).
+  """Returns fn(index, (image, label[, boxes])) -> (image, label, index).
 
-  `preprocess` is fn(image, seed) for training, fn(image) for evaluation;
-  labels are shifted by `labels_offset` (tf-slim's --labels_offset).
-  `augment`, fn(image, seed), follows `preprocess` in training, with a seed
-  of its own.
+  `preprocess` is fn(image, seed[, boxes]) for training, fn(image) for
+  evaluation; labels are shifted by `labels_offset` (tf-slim's
+  --labels_offset). `augment`, fn(image, seed), follows `preprocess` in
+  training, with a seed of its own.
   """
 
   def fn(index, example):
-    image, label = example
+    image, label, *boxes = example
     if training:
       image = preprocess(image, seeds.seed(seeds.PREPROCESS, seed, index,
-                                           context))
+                                           context), *boxes)
       if augment is not None:
         image = augment(image, seeds.seed(seeds.AUGMENT, seed, index,
                                           context))
@@ -76,11 +76,6 @@ def _fill_gaps(dataset, start):
 
   return dataset.scan(tf.constant(start - 1, tf.int64), gap).flat_map(
       with_stand_ins)
-
-
-def shard_size(num_examples, num_shards, shard_index):
-  """Examples in `Dataset.shard(num_shards, shard_index)` of num_examples."""
-  return len(range(shard_index, num_examples, num_shards))
 
 
 def _epochs(shard, epoch_size, seed, shuffle_buffer, start, end):
@@ -127,11 +122,12 @@ def _examples(source, split, preprocess, image_size, labels_offset, seed,
     A Dataset of (image, label, weight, skipped).
   """
   training = split == 'train'
-  dataset = source.read(split, context.num_input_pipelines,
-                        context.input_pipeline_id)
+  shard = (split, context.num_input_pipelines, context.input_pipeline_id)
+  # Training crops use the boxes of a source that has them, as tf-slim's.
+  dataset = (source.read(*shard, with_boxes=True)
+             if training and source.boxes else source.read(*shard))
   if training:
-    epoch_size = shard_size(source.num_train, context.num_input_pipelines,
-                            context.input_pipeline_id)
+    epoch_size = source.shard_examples(*shard)
     dataset = _epochs(dataset, epoch_size, seed, shuffle_buffer, start, end)
   dataset = dataset.enumerate(start=start)
   dataset = dataset.map(
@@ -194,9 +190,15 @@ def train_dataset_fn(source, image_size, global_batch_size, seed, start_step,
   return dataset_fn
 
 
-def eval_steps(source, global_batch_size):
-  """Steps that cover the evaluation split once (the last batch padded)."""
-  return -(-source.num_eval // global_batch_size)
+def eval_steps(source, global_batch_size, num_pipelines=1):
+  """Steps that cover the evaluation split once (the last batch padded).
+
+  With several input pipelines, the one with the most examples decides: a
+  source that shares out files may give pipelines unequal parts.
+  """
+  per_pipeline = global_batch_size // num_pipelines
+  return max(-(-source.shard_examples('eval', num_pipelines, i) // per_pipeline)
+             for i in range(num_pipelines))
 
 
 def eval_dataset_fn(source, image_size, global_batch_size, labels_offset=0,
@@ -230,7 +232,8 @@ def eval_dataset_fn(source, image_size, global_batch_size, labels_offset=0,
         (tf.zeros([image_size, image_size, 3]), tf.constant(0),
          tf.constant(0.0), tf.constant(0))).repeat()
     dataset = dataset.concatenate(padding).batch(batch_size, drop_remainder=True)
-    dataset = dataset.take(eval_steps(source, global_batch_size) * batches_per_step)
+    steps = eval_steps(source, global_batch_size, context.num_input_pipelines)
+    dataset = dataset.take(steps * batches_per_step)
     return dataset.prefetch(AUTOTUNE)
 
   return dataset_fn

@@ -28,17 +28,26 @@ def decode(image_bytes):
   return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
 
 
-def _random_crop_window(shape, seed):
-  """Inception's crop: 8%-100% of the area, aspect ratio 3/4 to 4/3."""
+def _random_crop_window(shape, seed, boxes=None):
+  """Inception's crop: 8%-100% of the area, aspect ratio 3/4 to 4/3.
+
+  With object boxes, the crop covers at least a tenth of one of them, as
+  tf-slim's `preprocess_for_train` samples it; without (None, or none in the
+  record), the box is the whole image. The area range and attempts are the
+  TPU ResNet's (slim's are 5%-100% and 100 attempts); either way a crop
+  that fits none of 10 attempts is the whole image.
+  """
+  if boxes is None:
+    boxes = tf.constant([[0.0, 0.0, 1.0, 1.0]])
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+      shape, bounding_boxes=tf.reshape(boxes, [1, -1, 4]),
       seed=seed, min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3),
       area_range=(0.08, 1.0), max_attempts=10,
       use_image_if_no_bounding_boxes=True)
   return begin, size
 
 
-def imagenet_train(image_bytes, image_size, seed, flip=True):
+def imagenet_train(image_bytes, image_size, seed, flip=True, boxes=None):
   """Random-resized crop (decoding only the crop of a JPEG) and a flip.
 
   Args:
@@ -47,6 +56,9 @@ def imagenet_train(image_bytes, image_size, seed, flip=True):
     seed: A [2] int tensor for the stateless random ops.
     flip: Whether to flip left-right at random (off for images whose mirror
       is another class: text, digits).
+    boxes: The image's object boxes, float32 [num_boxes, 4] as (ymin, xmin,
+      ymax, xmax) relative to the image, which the crop must overlap (see
+      `_random_crop_window`); None or none for the whole image.
 
   Returns:
     A float32 [image_size, image_size, 3] image in [-1, 1].
@@ -56,13 +68,13 @@ def imagenet_train(image_bytes, image_size, seed, flip=True):
 
   def jpeg():
     begin, size = _random_crop_window(tf.io.extract_jpeg_shape(image_bytes),
-                                      crop_seed)
+                                      crop_seed, boxes)
     window = tf.stack([begin[0], begin[1], size[0], size[1]])
     return tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
 
   def other():
     image = decode(image_bytes)
-    begin, size = _random_crop_window(tf.shape(image), crop_seed)
+    begin, size = _random_crop_window(tf.shape(image), crop_seed, boxes)
     return tf.slice(image, begin, size)
 
   image = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
@@ -180,16 +192,19 @@ def train_fn(augment, image_size, encoded, pad=4, flip=True, style='default',
     train_resize: The size of 'resize_crop' before its crop.
 
   Returns:
-    fn(image, seed) -> float32 [image_size, image_size, 3] in [-1, 1].
+    fn(image, seed, boxes=None) -> float32 [image_size, image_size, 3] in
+    [-1, 1]. Only the Inception crop reads the boxes.
   """
   if style == 'resize_crop':
-    return lambda image, seed: resize_crop_train(
+    return lambda image, seed, boxes=None: resize_crop_train(
         decode(image) if encoded else image, image_size, train_resize, seed,
         flip)
   if augment == 'inception':
-    return lambda image, seed: imagenet_train(image, image_size, seed, flip)
+    return lambda image, seed, boxes=None: imagenet_train(
+        image, image_size, seed, flip, boxes)
 
-  def fn(image, seed):
+  def fn(image, seed, boxes=None):
+    del boxes  # CIFAR-style crops are of the padded image.
     image = decode(image) if encoded else image
     return small_train(image, image_size, seed, pad, flip)
 

@@ -167,15 +167,6 @@ def folder_splits(root, bounding_boxes=None):
   return [(name, name) for name in classes], items
 
 
-def _tfds_synsets():
-  """ImageNet's 1000 synsets, sorted, from TFDS's imagenet2012 labels file."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(tfds.__file__), 'datasets',
-                      'imagenet2012', 'labels.txt')
-  with tf.io.gfile.GFile(path) as f:
-    return f.read().split()
-
-
 def _metadata_texts(path, synsets):
   """The text of each synset from slim's imagenet_metadata.txt.
 
@@ -199,10 +190,10 @@ def _metadata_texts(path, synsets):
 
 def imagenet_classes(metadata=None):
   """(synset, text) of ImageNet's 1000 classes, in slim's label order."""
-  synsets = _tfds_synsets()
+  synsets = tfds_kind.imagenet_synsets()
   if metadata:
     return list(zip(synsets, _metadata_texts(metadata, synsets)))
-  return list(zip(synsets, tfds_kind._imagenet_label_names()))  # pylint: disable=protected-access
+  return list(zip(synsets, tfds_kind.imagenet_label_names()))
 
 
 def read_boxes(path):
@@ -268,7 +259,7 @@ def _flat_validation_labels(files, labels_path):
 
 def _synset_items(directory, label_of, boxes):
   """[Item] of a folder of synset folders, listed by the folder reader."""
-  classes, files, labels = folders._folder_files(directory)  # pylint: disable=protected-access
+  classes, files, labels = folders.folder_files(directory)
   unknown = [c for c in classes if c not in label_of]
   if unknown:
     raise DataError(
@@ -321,7 +312,7 @@ def ilsvrc2012_splits(root, validation_labels=None, metadata=None,
     files = [os.path.join(val_dir, name)
              for name in sorted(tf.io.gfile.listdir(val_dir))
              if name.lower().endswith(IMAGE_EXTENSIONS) and
-             folders._is_readable_image(os.path.join(val_dir, name))]  # pylint: disable=protected-access
+             folders.is_readable_image(os.path.join(val_dir, name))]
     if files and not validation_labels:
       raise DataError(
           f'{val_dir} holds its images flat, without synset folders, so '

@@ -331,6 +331,7 @@ def write(plan, output, on_bad_image='skip', threads=None):
   splits = {split: {
       'examples': sum(notes[name]['examples'] for name in names),
       'shards': names,
+      'shard_examples': [notes[name]['examples'] for name in names],
       'skipped': [p for name in names for p in notes[name]['skipped']],
   } for split, names in job.names.items()}
   text = shard_format.manifest_text(plan.label_offset, plan.classes, splits,

@@ -97,16 +97,23 @@ def resolve(config, net, source):
   spec = net.spec
   own = spec.preprocessing if spec else None
   offset = config.labels_offset
-  if offset is None:
-    offset = spec.labels_offset if spec and source.name == 'imagenet2012' else 0
+  if offset is None:  # A pretrained name's classes on ImageNet-labelled data.
+    offset = spec.labels_offset - source.first_label if (
+        spec and source.imagenet) else 0
+  if offset < -source.first_label:
+    raise errors.FlagError(
+        f'--labels_offset={offset} would drop classes that {source.name} '
+        f'uses: its labels start at {source.first_label}, so the offset can '
+        f'be {-source.first_label} at the lowest.')
   num_classes = source.num_classes + offset
   if config.num_classes not in (None, num_classes):
-    shift = f' (+{offset} from --labels_offset)' if offset else ''
+    shift = f' ({offset:+d} from --labels_offset)' if offset else ''
     raise errors.FlagError(
         f'--num_classes={config.num_classes}, but {source.name} has '
         f'{source.num_classes} classes{shift}. For a tf-slim checkpoint with '
         "1001 classes ('background' first) on 1000-class ImageNet, add "
-        '--labels_offset=1.')
+        "--labels_offset=1; for 1000 classes on tf-slim's ImageNet shards "
+        "(labels 1..1000), --labels_offset=-1.")
   return dataclasses.replace(
       config, num_classes=num_classes, labels_offset=offset, stem=net.stem,
       normalization=net.normalization,
@@ -181,7 +188,9 @@ def _run(config, net, placement):
   source = data.load_source(config.dataset, config.data_dir,
                             config.manual_dir, config.num_classes,
                             config.image_size,
-                            need_data=config.mode != 'export')
+                            need_data=config.mode != 'export',
+                            run_dir=config.model_dir,
+                            remember=placement.chief)
   if config.examples_per_class:
     source = data.few_shot(source, config.examples_per_class,
                            config.seed or 0)
@@ -294,13 +303,12 @@ def evaluate(session):
       input_options(config))
   eval_step = steps.make_eval_step(strategy, session.model)
   totals = np.zeros(4)
-  batches = input_pipeline.eval_steps(session.source, config.batch_size)
   last_report = time.time()
   with optimization.averaged_weights(session.model, session.optimizer):
     for done, batch in enumerate(dataset, 1):
       totals += eval_step(batch).numpy()
-      if time.time() - last_report > 30 and done < batches:
-        logging.info('eval: %d of %d batches', done, batches)
+      if time.time() - last_report > 30:
+        logging.info('eval: %d batches', done)
         last_report = time.time()
   loss, top1, top5, count = totals
   count = max(count, 1)

@@ -18,6 +18,7 @@ import os
 
 from experiments.lib.data import digits
 from experiments.lib.data import folders
+from experiments.lib.data import shards
 from experiments.lib.data import synthetic
 from experiments.lib.data import tfds
 from experiments.lib.data.preflight import check_source
@@ -30,16 +31,17 @@ from experiments.lib.errors import DataError
 
 # The kinds of --dataset, asked in this order: names before directories,
 # and class folders last, since any directory can be one.
-_KINDS = (tfds, digits, synthetic, folders)
+_KINDS = (tfds, digits, synthetic, shards, folders)
 KNOWN = tuple(value for kind in _KINDS for value in kind.KNOWN)
 
 
 def load_source(name, data_dir=None, manual_dir=None, num_classes=None,
-                image_size=None, need_data=True):
+                image_size=None, need_data=True, run_dir=None, remember=False):
   """Returns the `Source` for a --dataset value.
 
   Args:
-    name: 'imagenet2012', 'cifar10', 'cifar100', 'digits', 'synthetic', or a
+    name: 'imagenet2012', 'cifar10', 'cifar100', 'digits', 'synthetic', a
+      directory of TFRecord shards (train-*-of-*, validation-*-of-*), or a
       directory of class sub-folders (optionally under train/ and
       validation/).
     data_dir: The TFDS data directory (None for TFDS's default).
@@ -49,6 +51,11 @@ def load_source(name, data_dir=None, manual_dir=None, num_classes=None,
     need_data: False if only the data set's description is needed (an
       export): a TFDS data set that is not prepared is then described from
       TFDS's metadata, with empty splits, instead of prepared or refused.
+    run_dir: The run's directory, where what a source learns by reading
+      all of its data (the counts of shards without a manifest) is kept for
+      the next command on the run.
+    remember: Whether this process writes that into run_dir (the chief of
+      a run that holds its lock), or only reads it.
 
   Returns:
     A `Source`.
@@ -58,7 +65,8 @@ def load_source(name, data_dir=None, manual_dir=None, num_classes=None,
   """
   options = Options(data_dir=data_dir, manual_dir=manual_dir,
                     num_classes=num_classes or 1000,
-                    image_size=image_size or 224, need_data=need_data)
+                    image_size=image_size or 224, need_data=need_data,
+                    run_dir=run_dir, remember=remember)
   for kind in _KINDS:
     if kind.recognises(name):
       return kind.load(name, options)

@@ -33,7 +33,7 @@ def recognises(name):
   return tf.io.gfile.isdir(name)
 
 
-def _is_readable_image(path):
+def is_readable_image(path):
   """A regular file of at most MAX_IMAGE_BYTES: no FIFO, device or link to one."""
   if '://' in path:  # Object stores hold only regular files.
     return tf.io.gfile.stat(path).length <= MAX_IMAGE_BYTES
@@ -44,7 +44,7 @@ def _is_readable_image(path):
   return stat.S_ISREG(info.st_mode) and info.st_size <= MAX_IMAGE_BYTES
 
 
-def _folder_files(root):
+def folder_files(root):
   """(classes, files, labels) of a folder of class sub-folders.
 
   Only regular files with an image extension, up to MAX_IMAGE_BYTES, are
@@ -58,7 +58,7 @@ def _folder_files(root):
       path = os.path.join(root, name, file)
       if not file.lower().endswith(IMAGE_EXTENSIONS):
         continue
-      if _is_readable_image(path):
+      if is_readable_image(path):
         files.append(path)
         labels.append(label)
       else:
@@ -90,7 +90,7 @@ def load(root, options):
     train_dir = os.path.join(root, 'train')
     eval_dir = next((os.path.join(root, name) for name in ('validation', 'val', 'test')
                      if tf.io.gfile.isdir(os.path.join(root, name))), None)
-  classes, files, labels = _folder_files(train_dir)
+  classes, files, labels = folder_files(train_dir)
   if not files:
     raise DataError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) in class '
                     f'sub-folders of {train_dir!r}.')
@@ -102,7 +102,7 @@ def load(root, options):
               'eval': ([f for f, h in zip(files, held_out) if h],
                        [l for l, h in zip(labels, held_out) if h])}
   else:
-    eval_classes, eval_files, eval_labels = _folder_files(eval_dir)
+    eval_classes, eval_files, eval_labels = folder_files(eval_dir)
     if eval_classes != classes:
       raise DataError(
           f'The class folders of {eval_dir!r} differ from those of '

@@ -44,8 +44,9 @@ def check_source(source, mode):
       raise DataError(
           f'The {name} split of {source.name!r} is empty. A folder without '
           'a validation/ folder holds out every 10th image, so it needs at '
-          'least 10; add train/ and validation/ folders, or use --mode=train '
-          'or --mode=eval as the data allows.')
+          'least 10; a folder of shards needs train-*-of-* shards to train '
+          'and validation-*-of-* shards to evaluate. Add the data, or use '
+          '--mode=train or --mode=eval as the data allows.')
     if source.encoded:
       _check_decodes(source, split, name)
 

@@ -17,7 +17,8 @@ complete, so a directory with one holds a whole conversion:
   format: FORMAT, format_version: FORMAT_VERSION,
   label_offset: 0 or 1 (the label of the first class),
   classes: [{label, synset, text}, ...] in label order,
-  splits: {split: {examples, shards: [names], skipped: [paths]}},
+  splits: {split: {examples, shards: [names], shard_examples: [examples
+    of each shard], skipped: [paths]}},
   fingerprint: a digest of what was converted (see the converter).
 Published shards have no manifest; a reader then counts their records.
 """
@@ -157,7 +158,8 @@ def manifest_text(label_offset, classes, splits, fingerprint):
   Args:
     label_offset: The label of the first class (1 for slim's ImageNet).
     classes: [(synset, text)] in label order.
-    splits: {split: {'examples': n, 'shards': [names], 'skipped': [paths]}}.
+    splits: {split: {'examples': n, 'shards': [names],
+      'shard_examples': [n of each shard], 'skipped': [paths]}}.
     fingerprint: The converter's digest of its input and settings.
   """
   return json.dumps({

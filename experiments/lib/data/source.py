@@ -48,6 +48,16 @@ class Source:
       the order `read(split, 1, 0)` gives them}, to name bad files.
     train_labels: The label of each training example in that order, where
       it is known without reading the examples (None: read them).
+    first_label: The lowest label used: 1 for tf-slim's ImageNet, whose
+      label 0 ('background') has no examples.
+    imagenet: True if the classes from `first_label` on are ImageNet's 1000
+      synsets in their sorted order, as the pretrained networks number them.
+    sizes: sizes(split, num_shards, shard_index) -> the examples of
+      `read(split, num_shards, shard_index)`, for a source that shares out
+      files rather than records (None: records, see `shard_examples`).
+    boxes: True if `read(..., with_boxes=True)` gives each training example's
+      object boxes as a third element, float32 [num_boxes, 4] in TF's
+      (ymin, xmin, ymax, xmax) order, relative to the image.
   """
   name: str
   num_classes: int
@@ -63,6 +73,21 @@ class Source:
   flip: bool = True
   files: Optional[Mapping[str, Sequence[str]]] = None
   train_labels: Optional[Sequence[int]] = None
+  first_label: int = 0
+  imagenet: bool = False
+  sizes: Optional[Callable[..., int]] = None
+  boxes: bool = False
+
+  def shard_examples(self, split, num_shards, shard_index):
+    """The examples of `read(split, num_shards, shard_index)`.
+
+    An input pipeline reads that many per epoch; evaluation pads each
+    pipeline's part to the longest.
+    """
+    if self.sizes is not None:
+      return self.sizes(split, num_shards, shard_index)
+    total = self.num_train if split == 'train' else self.num_eval
+    return len(range(shard_index, total, num_shards))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,23 +101,34 @@ class Options:
     image_size: Image size of synthetic or folder data.
     need_data: False if only the data set's description is needed (an
       export).
+    run_dir: The run's directory, where what is learnt by reading the whole
+      data once (the records of shards without a manifest) is remembered;
+      None for none.
+    remember: Whether to write there what is not remembered yet (only the
+      process that writes the run's files does).
   """
   data_dir: Optional[str]
   manual_dir: Optional[str]
   num_classes: int
   image_size: int
   need_data: bool
+  run_dir: Optional[str] = None
+  remember: bool = False
 
 
 def labels_with_offset(source, labels_offset):
   """(labels, names) of the model's classes: the source's, after the offset.
 
-  With tf-slim's --labels_offset=1, class 0 is 'background'.
+  With tf-slim's --labels_offset=1, class 0 is 'background'; a negative
+  offset drops the source's first classes (slim shards' unused
+  'background', with -1).
   """
+  names = list(source.label_names or source.labels)
+  if labels_offset < 0:
+    return list(source.labels)[-labels_offset:], names[-labels_offset:]
   padding = (['background'] if labels_offset == 1
              else [f'offset_{i}' for i in range(labels_offset)])
-  labels = padding + list(source.labels)
-  return labels, padding + list(source.label_names or source.labels)
+  return padding + list(source.labels), padding + names
 
 
 def few_shot(source, examples_per_class, seed):
@@ -136,7 +172,14 @@ def few_shot(source, examples_per_class, seed):
     return tf.data.Dataset.from_tensor_slices(subset).shard(num_shards,
                                                             shard_index)
 
+  def sizes(split, num_shards, shard_index):
+    if split != 'train':
+      return source.shard_examples(split, num_shards, shard_index)
+    return len(range(shard_index, len(chosen), num_shards))
+
   files = source.files and dict(
       source.files, train=[source.files['train'][i] for i in chosen])
+  # The subset keeps no boxes: its crops take the whole image.
   return dataclasses.replace(source, num_train=len(chosen), read=read,
-                             files=files, train_labels=labels[chosen])
+                             files=files, train_labels=labels[chosen],
+                             sizes=sizes, boxes=False)

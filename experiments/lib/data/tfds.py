@@ -48,7 +48,19 @@ def _missing_tfds_message(name, builder, manual_dir):
           '--dataset=synthetic.')
 
 
-def _imagenet_label_names():
+def imagenet_synsets():
+  """ImageNet's 1000 synsets, sorted: TFDS's and tf-slim's label order.
+
+  From the imagenet2012 builder's labels file, which tensorflow-datasets
+  ships.
+  """
+  path = os.path.join(os.path.dirname(tfds.__file__), 'datasets',
+                      'imagenet2012', 'labels.txt')
+  with tf.io.gfile.GFile(path) as f:
+    return f.read().split()
+
+
+def imagenet_label_names():
   """The 1000 human-readable ImageNet class names, in TFDS's label order.
 
   From tensorflow-datasets, which ships them (for SI-Score) beside the
@@ -78,7 +90,8 @@ def load(name, options):
   described = dict(
       name=name, num_classes=label.num_classes, image_size=image_size,
       encoded=True, augment=augment, labels=list(label.names),
-      label_names=_imagenet_label_names() if name == 'imagenet2012' else None)
+      label_names=imagenet_label_names() if name == 'imagenet2012' else None,
+      imagenet=name == 'imagenet2012')
   manual_dir = options.manual_dir or os.path.join(builder.data_dir_root,
                                                   'downloads', 'manual')
   if not builder.is_prepared() and not options.need_data:
