@@ -16,9 +16,8 @@ per-repetition ratios (ours and Keras timed back to back), with their range:
   input    the input pipeline (JPEG decode + random-resized crop + flip, as
            in training; BiT-HyperRule's 512/480 resize and crop, as in
            fine-tuning) against decoding alone, on this machine's cores;
-           then the same images as a folder and as TFRecord shards through
-           the run's input pipeline, on every core and on one, and the
-           converter's own images/s (experiments/benchmark_sources.py);
+           then a folder against its TFRecord shards, on all cores and one,
+           and the converter's images/s (experiments/benchmark_sources.py);
   ceiling  measured float32 and bfloat16 matmul GFLOP/s, and our training
            throughput as a fraction of ceiling / (training FLOPs per image),
            with FLOPs counted from the model's convolutions;
@@ -26,9 +25,13 @@ per-repetition ratios (ours and Keras timed back to back), with their range:
            network and trains it) and step time, plain, with
            --recompute_grad and with --batch_split (the run's own step, in
            micro-batches), for the paper's memory-bound cases (not in the
-           default sections: each case is a process of its own).
+           default sections: each case is a process of its own);
+  tflite   the SavedModel, float32 TFLite and int8 TFLite of a trained
+           digits network and of ResNet-50 v2 at 224: top-1, agreement with
+           the SavedModel, batch-1 latency and batch-32 throughput (not in
+           the default sections; experiments/benchmark_tflite.py).
 
-    python -m experiments.benchmark --sections=memory
+    python -m experiments.benchmark --sections=memory,tflite
 
 Prints tables and writes --output (JSON).
 """
@@ -50,6 +53,7 @@ import tensorflow as tf
 
 import resnet_v2
 from experiments import benchmark_sources
+from experiments import benchmark_tflite
 from experiments.lib import cluster
 from experiments.lib import preprocessing
 from experiments.lib import steps
@@ -430,6 +434,9 @@ def main(argv):
   if 'ceiling' in _SECTIONS.value:
     print('The machine\'s ceiling:')
     section_ceiling(results)
+  if 'tflite' in _SECTIONS.value:
+    print('The SavedModel, float32 TFLite and int8 TFLite (--export_tflite):')
+    benchmark_tflite.section_tflite(results, _REPEATS.value, _SIZE.value)
   if 'memory' in _SECTIONS.value:
     print('Peak memory and step time (float32 training): plain, with '
           'recomputation, in micro-batches:')

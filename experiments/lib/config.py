@@ -50,8 +50,7 @@ def _field(default, group, help_text, choices=None, minimum=None, maximum=None,
   return dataclasses.field(default=default, metadata={
       'group': group, 'help': help_text, 'choices': choices,
       'minimum': minimum, 'maximum': maximum, 'below': below,
-      'spellings': spellings,
-      'fixed': fixed, 'remembered': remembered})
+      'spellings': spellings, 'fixed': fixed, 'remembered': remembered})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,13 +61,12 @@ class Config:
       None, NETWORK, 'The network: --depth=N (a registered ResNet v2 depth, '
       'or 9n+2 with --stem=cifar, the paper\'s CIFAR nets), --blocks=SPEC (a '
       "block spec as text, e.g. '16x2/2, 32x2/2, 64x2'; 'basic 64x2/2' for "
-      'basic units; parsed without eval), a pretrained network by name '
-      '(resnet_v2.list_models(): resnet_v2_50, keras_resnet50v2, bit_r50x1, '
-      "timm_resnetv2_50, ...), or 'module:function' (importable from the "
-      'working directory or PYTHONPATH): a function of no arguments that '
-      'returns resnet_v2 Blocks, or a slim-style network function fn(inputs, '
-      'num_classes, is_training=None, scope=None) -> (net, end_points) '
-      'applied after the stem.', fixed=True)
+      'basic units), a pretrained network by name (resnet_v2.list_models(): '
+      "resnet_v2_50, keras_resnet50v2, bit_r50x1, timm_resnetv2_50, ...), or "
+      "'module:function' (importable): a function of no arguments returning "
+      'resnet_v2 Blocks, or a slim-style fn(inputs, num_classes, '
+      'is_training=None, scope=None) -> (net, end_points) after the stem.',
+      fixed=True)
   stem: Optional[str] = _field(
       None, NETWORK, "What comes before the blocks (default: the network's "
       "own; imagenet for a depth or blocks). imagenet: slim's 7x7/2 conv1 + "
@@ -93,8 +91,7 @@ class Config:
       'dropping its residual in training, rising linearly from the first '
       'unit (Huang et al. 2016); 0: off.', minimum=0, below=1, fixed=True)
   sync_batch_norm: bool = _field(
-      False, NETWORK, 'BatchNorm statistics over all replicas instead of per '
-      'replica.')
+      False, NETWORK, 'BatchNorm statistics over all replicas, not per replica.')
   init_checkpoint: Optional[str] = _field(
       None, NETWORK, 'Initialize from weights (when model_dir has no '
       'checkpoint of its own): a tf-slim checkpoint, a run directory or '
@@ -126,10 +123,11 @@ class Config:
   # Data.
   dataset: str = _field(
       'digits', DATA, "imagenet2012, cifar10, cifar100 (TFDS), digits "
-      "(scikit-learn's 8x8 digits, no download), synthetic (generated, "
-      'learnable: a colour and stripes per class; for speed and smoke tests), '
-      'or a directory of class sub-folders (optionally in '
-      'train/ and validation/).', fixed=True)
+      "(scikit-learn's 8x8, no download), synthetic (generated, learnable: a "
+      'colour and stripes per class), a directory of TFRecord shards '
+      '(train-*-of-*, validation-*-of-*: tf-slim\'s and the TPU\'s ImageNet) '
+      'or of class sub-folders (optionally in train/ and validation/).',
+      fixed=True)
   data_dir: Optional[str] = _field(
       None, DATA, 'The TFDS data directory (default: ~/tensorflow_datasets).')
   manual_dir: Optional[str] = _field(
@@ -149,15 +147,13 @@ class Config:
       "'background' first) on imagenet2012, -1 for a 1000-class network on "
       "tf-slim's shards (labels 1..1000); else 0).", fixed=True)
   eval_preprocessing: Optional[str] = _field(
-      None, DATA, "Evaluation and SavedModel preprocessing (default: the "
-      "network's own for a pretrained name, else the data set's). default: "
-      "the data set's own (for ImageNet-style data the central 87.5% square "
-      'of the shorter side, resized; small images are only resized). '
-      "slim_inception: tf-slim's Inception eval preprocessing (central 87.5% "
-      'of height and width, TF1 bilinear resize), with which the published '
-      'tf-slim checkpoints were evaluated. central_crop: the central '
-      '--eval_crop_fraction square of the shorter side, resized (Keras '
-      "applications', timm's). resize: the whole image resized (BiT's).",
+      None, DATA, "Evaluation and SavedModel preprocessing (default: a "
+      "pretrained name's own, else the data set's: the central 87.5% square "
+      'of the shorter side for ImageNet-style data, a resize for small '
+      "images). slim_inception: tf-slim's (central 87.5% of height and "
+      'width, TF1 bilinear resize), as the published tf-slim checkpoints were '
+      'evaluated. central_crop: the central --eval_crop_fraction square of '
+      "the shorter side (Keras's, timm's). resize: the whole image (BiT's).",
       choices=('default', 'slim_inception', 'central_crop', 'resize'),
       fixed=True)
   eval_crop_fraction: Optional[float] = _field(
@@ -323,14 +319,18 @@ class Config:
       None, OUTPUT, 'Where the SavedModel goes (default: <model_dir>/export).',
       remembered=False)
   export_precision: str = _field(
-      'float32', OUTPUT, 'float32 (the default): float32 weights and ops '
-      'whatever precision the run trained in. It loses nothing (mixed '
-      'precision keeps the trained weights as float32 variables), and TFLite, '
-      'ONNX and other converters refuse the bfloat16 and float16 ops that '
-      '--precision=auto picks on TPUs, recent GPUs and CPUs with AMX. '
-      'training: the precision the run trains in (for a server whose hardware '
-      'computes it natively).',
+      'float32', OUTPUT, 'float32: float32 ops whatever the run trained in '
+      '(nothing is lost: the weights are float32 variables; TFLite, ONNX and '
+      'other converters refuse the bfloat16 and float16 ops of mixed '
+      "precision). training: the run's own precision, for hardware that "
+      'computes it natively.',
       choices=('float32', 'training'), remembered=False)
+  export_tflite: str = _field(
+      'none', OUTPUT, 'Also a TFLite model of serve_images in the export: '
+      'float32 (model.tflite) or int8 (model_int8.tflite: full-integer ops, '
+      "calibrated on 256 of the run's training images through the evaluation "
+      'preprocessing; float pixels in, probabilities out).',
+      choices=('none', 'float32', 'int8'), remembered=False)
   log_every: int = _field(
       100, OUTPUT, 'Steps between progress lines and summaries.', minimum=1)
   checkpoint_every: int = _field(
@@ -423,6 +423,9 @@ class Config:
       raise FlagError(f'--{flag}={value!r}: {e}') from None
     if self.pretrained:
       network_lib.check_pretrained(self.network, self.init_checkpoint)
+    if self.export_tflite != 'none' and self.export_precision == 'training':
+      raise FlagError("--export_tflite needs --export_precision=float32 "
+                      "(TFLite refuses bfloat16 and float16 ops).")
 
 
 def flag_text(value):

@@ -197,7 +197,7 @@ def check_export_dir(export_dir, model_dir=None):
 
 def export_saved_model(model, export_dir, image_size, preprocess, top_k=5,
                        model_dir=None, labels=None, label_names=None,
-                       description=None):
+                       description=None, also=None):
   """Writes the SavedModel atomically: a failed export never leaves a half one.
 
   The SavedModel is written next to `export_dir` and renamed into place;
@@ -218,6 +218,9 @@ def export_saved_model(model, export_dir, image_size, preprocess, top_k=5,
     label_names: Human-readable class names (default: the labels), served as
       `class_names` and kept as the asset label_names.txt.
     description: Facts about the export for MARKER (e.g. its preprocessing).
+    also: fn(SavedModel directory) -> facts for MARKER, writing more files
+      into the export before it is put in place (the TFLite models), so that
+      they too appear whole or not at all.
 
   Returns:
     export_dir.
@@ -255,10 +258,11 @@ def export_saved_model(model, export_dir, image_size, preprocess, top_k=5,
       except (tf.errors.OpError, OSError) as e:
         raise errors.WriteError(f'Could not write the SavedModel in {staging} '
                                 f'({files.reason(e)}).') from None
+    facts = dict(description or {}, **(also(staging) if also else {}))
     files.write_atomically(os.path.join(staging, MARKER), json.dumps({
         'exported_by': 'resnet-v2', 'model': model.name,
         'image_size': image_size, 'num_classes': num_classes,
-        **(description or {}), 'time': time.strftime('%Y-%m-%dT%H:%M:%S')}))
+        **facts, 'time': time.strftime('%Y-%m-%dT%H:%M:%S')}))
   except BaseException:
     files.remove_tree(staging)
     raise

@@ -11,6 +11,7 @@ tf-slim checkpoints and of every family `resnet_v2.create_model` loads
 std of 0.5).
 """
 
+import numpy as np
 import tensorflow as tf
 
 # Eval crops `image_size` out of the centre of an image resized to
@@ -118,6 +119,34 @@ def central_crop(image, image_size, fraction=EVAL_CROP_FRACTION,
   top, left = (shape[0] - side) // 2, (shape[1] - side) // 2
   image = tf.slice(image, [top, left, 0], [side, side, -1])
   return resize(image, image_size, method)
+
+
+def eval_window(height, width, style, crop_fraction=None):
+  """The part of a height x width image that an evaluation style keeps.
+
+  What the network sees of an image, so that a map over its input (Grad-CAM)
+  can be placed back on the image. The rules are those of the styles'
+  functions, computed the same way.
+
+  Args:
+    height, width: The image's size.
+    style: An --eval_preprocessing style ('default' for Inception-style
+      data, 'central_crop', 'slim_inception' or 'resize').
+    crop_fraction: The fraction of 'central_crop' (default 7/8).
+
+  Returns:
+    (top, left, window height, window width) in pixels.
+  """
+  if style == 'resize':
+    return 0, 0, height, width
+  if style == 'slim_inception':
+    # tf.image.central_crop: the start is truncated, the size what is left.
+    top = int((height - height * SLIM_CENTRAL_FRACTION) / 2)
+    left = int((width - width * SLIM_CENTRAL_FRACTION) / 2)
+    return top, left, height - 2 * top, width - 2 * left
+  side = max(int(np.float32(crop_fraction or EVAL_CROP_FRACTION) *
+                 np.float32(min(height, width))), 1)
+  return (height - side) // 2, (width - side) // 2, side, side
 
 
 def imagenet_eval(image_bytes, image_size):

@@ -19,6 +19,7 @@ complete, so a hard kill loses at most the steps since the last one.
 """
 
 import dataclasses
+import functools
 import os
 import signal
 import time
@@ -43,6 +44,7 @@ from experiments.lib import run_dir
 from experiments.lib import saved_config
 from experiments.lib import steps
 from experiments.lib import stop_requests
+from experiments.lib import tflite
 from experiments.lib.config import Config
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +226,13 @@ def _export(session, export_dir, facts=None):
   target = (export_dir if placement.chief
             else os.path.join(placement.write_dir, 'export'))
   labels, names = data.labels_with_offset(source, config.labels_offset)
+  also = None
+  if config.export_tflite != 'none' and placement.chief:
+    calibration = (tflite.calibration_images(source,
+                                             eval_preprocess(config, source))
+                   if config.export_tflite == 'int8' else None)
+    also = functools.partial(tflite.write, kind=config.export_tflite,
+                             calibration=calibration)
   with optimization.averaged_weights(session.model, session.optimizer):
     export.export_saved_model(
         network.for_export(session.model, session.net, config,
@@ -232,7 +241,8 @@ def _export(session, export_dir, facts=None):
         model_dir=config.model_dir, labels=labels, label_names=names,
         description={'eval_preprocessing': config.eval_preprocessing,
                      'eval_crop_fraction': config.eval_crop_fraction,
-                     'resize_method': config.resize_method, **(facts or {})})
+                     'resize_method': config.resize_method, **(facts or {})},
+        also=also)
   logging.info('Exported the SavedModel to %s.', target)
   return {'export_dir': export_dir} if placement.chief else {}
 
