@@ -56,16 +56,3 @@ def test_memory_section_measures_each_case_in_its_own_process(tmp_path):
     assert not row['stopped_at_limit']
   assert 'recompute_grad=True' in result.stdout and 'batch_split=4' in result.stdout
 
-
-def test_tflite_section_compares_the_three_forms(tmp_path):
-  output = tmp_path / 'benchmark.json'
-  run_cli.run('experiments.benchmark', '--sections=tflite', '--image_size=32',
-              '--repeats=1', f'--output={output}')
-  rows = json.loads(output.read_text())['tflite']
-  assert [(row['model'], row['form']) for row in rows] == [
-      (model, form) for model in ('digits (trained)', 'resnet_v2_50 @32')
-      for form in ('SavedModel', 'TFLite float32', 'TFLite int8')]
-  digits = rows[:3]
-  assert digits[0]['top1'] > 0.9 and digits[0]['agreement'] == 1.0
-  assert digits[2]['agreement'] > 0.9 and digits[2]['megabytes'] < digits[1]['megabytes']
-  assert all(row['latency_ms'] > 0 and row['images_per_second'] > 0 for row in rows)
