@@ -76,8 +76,7 @@ def _speed(make_dataset, threads, repeats):
 def _datasets(source, image_size, repeats):
   """{'training': fn() -> Dataset, 'evaluation': ...} of one pipeline."""
   context = tf.distribute.InputContext()
-  # As many steps as `_speed` takes (the stream is built epoch by epoch up
-  # to its end).
+  # As many steps as `_speed` takes.
   train = input_pipeline.train_dataset_fn(
       source, image_size, _BATCH, seed=0, start_step=0,
       end_step=8 * repeats + 8, shuffle_buffer=1024)

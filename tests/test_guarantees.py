@@ -188,13 +188,16 @@ def test_ctrl_c_saves_at_the_next_step_boundary(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_is_answered_at_once_during_a_long_compiled_call(tmp_path):
-  """One compiled call of a million steps (hours): the first Ctrl-C is
-  answered while it runs, and a second one ends the process at once, with
-  exit code 130 and nothing saved."""
+  """One compiled call of a million steps (many minutes): the first Ctrl-C
+  is answered while it runs, and a second one ends the process at once, with
+  exit code 130 and nothing saved. (Batches of one image: the input stream
+  is built epoch by epoch, and a million batches of 32 would be 22,000
+  epochs of digits to build first.)"""
   steps = 1000000
   process = run_cli.start('experiments.digits', '--show=0', *_flags(
       tmp_path, train_steps=steps, steps_per_loop=steps, log_every=steps,
-      checkpoint_every=steps, mode='train'))
+      checkpoint_every=steps, mode='train', batch_size=1,
+      lr_reference_batch=1))
   try:
     run_cli.wait_for(process, r'Training ')
     run_cli.wait_until_blocked(process)  # inside the compiled call

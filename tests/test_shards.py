@@ -2,7 +2,6 @@
 
 import io
 import json
-import logging
 import re
 import sys
 
@@ -54,22 +53,22 @@ def test_published_shards_have_slims_labels_and_names(tmp_path):
   assert data.labels_with_offset(source, -1)[1] == [t for _, t in published_shards.CLASSES]
 
 
-def test_counts_are_remembered_in_the_run_directory(tmp_path, caplog):
+def test_counts_are_remembered_in_the_run_directory(tmp_path):
   published_shards.write(tmp_path / 'data', 'train', 2, per_class=3)
   (tmp_path / 'run').mkdir()
-  caplog.set_level(logging.INFO)
   _load(tmp_path / 'data', tmp_path / 'run')
-  assert 'Counting the records' in caplog.text
   kept = json.loads((tmp_path / 'run' / shards.COUNTS_FILE).read_text())
   assert sum(kept['shards'].values()) == 9
-  caplog.clear()
-  source = _load(tmp_path / 'data', tmp_path / 'run')
-  assert 'Counting the records' not in caplog.text
-  assert source.num_train == 9
   # Other shards under the same directory are counted afresh.
   published_shards.write(tmp_path / 'data', 'validation', 1, per_class=1)
   assert _load(tmp_path / 'data', tmp_path / 'run').num_eval == 3
-  assert 'Counting the records' in caplog.text
+  # Then the shards are not read again: damaged, they would be refused.
+  for shard in (tmp_path / 'data').glob('*-of-*'):
+    shard.write_bytes(b'damaged ' * 20)
+  source = _load(tmp_path / 'data', tmp_path / 'run')
+  assert (source.num_train, source.num_eval) == (9, 3)
+  with pytest.raises(DataError, match='cannot be read to the end'):
+    _load(tmp_path / 'data')  # Without the run directory: counted, refused.
 
 
 def test_an_incomplete_or_mixed_set_is_refused_by_name(tmp_path):

@@ -81,13 +81,13 @@ def classify(classifier, images, top_k, batch_size):
     batch = [(path, data) for path, data in batch if data is not None]
     if batch:
       probabilities = np.asarray(classifier.probabilities([d for _, d in batch]))
-      for (path, data), row in zip(batch, probabilities):
+      for (path, _), row in zip(batch, probabilities):
         best = np.argsort(-row, kind='stable')[:top_k]
         answers.append({
             'image': path, 'classes': [classifier.names[i] for i in best],
             'labels': [classifier.labels[i] for i in best],
             'class_ids': [int(i) for i in best],
-            'scores': [float(row[i]) for i in best], 'bytes': data})
+            'scores': [float(row[i]) for i in best]})
     if time.monotonic() - last > 10:
       last = time.monotonic()
       logging.info('Classified %d of %d images.', start + len(batch),
@@ -114,22 +114,21 @@ def show(answers, stream):
 
 def write(answers, path):
   """Writes the answers as JSON lines (.jsonl) or CSV rows (.csv)."""
-  kept = [{k: v for k, v in a.items() if k != 'bytes'} for a in answers]
   if path.endswith('.jsonl'):
-    text = ''.join(json.dumps(answer) + '\n' for answer in kept)
+    text = ''.join(json.dumps(answer) + '\n' for answer in answers)
   else:
     out = io.StringIO()
     writer = csv.writer(out)
-    ranks = range(1, len(kept[0]['classes']) + 1)
+    ranks = range(1, len(answers[0]['classes']) + 1)
     writer.writerow(['image'] + [f'{column}_{rank}' for rank in ranks
                                  for column in ('class', 'label', 'score')])
-    for answer in kept:
+    for answer in answers:
       writer.writerow([answer['image']] + [
           value for row in zip(answer['classes'], answer['labels'],
                                answer['scores']) for value in row])
     text = out.getvalue()
   files.write_atomically(path, text)
-  logging.info('Wrote %d answers to %s.', len(kept), path)
+  logging.info('Wrote %d answers to %s.', len(answers), path)
 
 
 def class_index(classifier, text):
@@ -174,13 +173,14 @@ def explain(classifier, answers, directory, class_id=None, layer=None,
   stems = _stems([a['image'] for a in answers], directory)
   for start in range(0, len(answers), batch_size):
     batch = answers[start:start + batch_size]
-    images = tf.stack([classifier.preprocess(tf.constant(a['bytes']))
-                       for a in batch])
+    encoded = [_readable(a['image']) for a in batch]  # They decoded.
+    images = tf.stack([classifier.preprocess(tf.constant(data))
+                       for data in encoded])
     classes = [class_id if class_id is not None else a['class_ids'][0]
                for a in batch]
     cams, _ = gradcam.maps(classifier.network, images, layer, classes)
-    for answer, cam, stem in zip(batch, cams, stems[start:]):
-      image = preprocessing.decode(answer['bytes']).numpy()
+    for data, cam, stem in zip(encoded, cams, stems[start:]):
+      image = preprocessing.decode(data).numpy()
       gradcam.write(stem, image, cam,
                     classifier.window(image.shape[0], image.shape[1]))
   logging.info('Wrote Grad-CAM maps of %d images to %s.', len(answers),

@@ -167,10 +167,9 @@ def _remembered(directory, names, options):
     _counted[key] = _count(directory, names)
   counts, classes, first = _counted[key]
   if path and options.remember and tf.io.gfile.isdir(options.run_dir):
-    files.write_atomically(path, json.dumps({
-        'dataset': directory, 'shards': counts, 'first_label': first,
-        'classes': [[label, *classes[label]] for label in sorted(classes)]},
-                                            indent=1) + '\n')
+    kept = {'dataset': directory, 'shards': counts, 'first_label': first,
+            'classes': [[label, *classes[label]] for label in sorted(classes)]}
+    files.write_atomically(path, json.dumps(kept, indent=1) + '\n')
   return counts, classes, first
 
 
@@ -239,6 +238,8 @@ def load(directory, options):
 
   def read(split, num_shards, shard_index, with_boxes=False):
     own, by_record = own_files(split, num_shards, shard_index)
+    # `own or ['']`, taken to len(own): a split without shards is an empty
+    # dataset of strings (an empty list has no type).
     records = tf.data.Dataset.from_tensor_slices(own or ['']).take(
         len(own)).interleave(
             tf.data.TFRecordDataset, cycle_length=min(_CYCLE, max(len(own), 1)),
