@@ -119,15 +119,8 @@ def main(argv):
 
 
 def run_main():
-  """The console script resnet-v2-make-tfrecords; --help prints this
-  docstring and the flags above (absl's own --help lists no flags when run
-  as a console script)."""
-  if any(arg in ('--help', '-help', '-h', '-?', '--helpshort')
-         for arg in sys.argv[1:]):
-    print(__doc__.strip() + '\n')
-    print(flags.FLAGS.module_help(sys.modules[__name__]))
-    sys.exit(0)
-  app.run(main)
+  """The console script resnet-v2-make-tfrecords."""
+  cli.run_tool(sys.modules[__name__], main)
 
 
 if __name__ == '__main__':

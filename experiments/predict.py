@@ -112,12 +112,7 @@ def main(argv):
 
 def run_main():
   """The console script resnet-v2-predict."""
-  if any(arg in ('--help', '-help', '-h', '-?', '--helpshort')
-         for arg in sys.argv[1:]):
-    print(__doc__.strip() + '\n')
-    print(flags.FLAGS.module_help(sys.modules[__name__]))
-    sys.exit(0)
-  app.run(main)
+  cli.run_tool(sys.modules[__name__], main)
 
 
 if __name__ == '__main__':

@@ -283,3 +283,19 @@ def run_main(doc, main_fn=main, script_flags=()):
     print(help_text(doc or '', script_flags))
     sys.exit(0)
   app.run(main_fn)
+
+
+def run_tool(module, main_fn):
+  """Runs a tool's absl main (make_tfrecords, predict), answering --help with
+  the tool's docstring and its own flags (absl's own --help lists no flags
+  when the tool runs as a console script).
+
+  Args:
+    module: The tool's module, `sys.modules[__name__]`.
+    main_fn: Its absl main.
+  """
+  if any(arg in _HELP_FLAGS for arg in sys.argv[1:]):
+    print((module.__doc__ or '').strip() + '\n')
+    print(FLAGS.module_help(module))
+    sys.exit(0)
+  app.run(main_fn)
